@@ -1,0 +1,79 @@
+"""One Orbax CheckpointManager wrapper for every run.
+
+A checkpoint holds the full train state (restored straight onto the target shardings) and the
+data-iterator position (a small JSON item). Saves are asynchronous, every `every` steps plus
+forced saves (end of run, preemption), keeping the last `keep`. Restore walks back from the
+newest checkpoint and skips any that cannot be read completely, warning with the reason, so a
+truncated or half-written checkpoint never loads partial state.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class Checkpointer:
+    def __init__(self, directory: str, every: int, keep: int, async_save: bool = True):
+        self.directory = os.path.abspath(directory)
+        self.every = max(every, 1)
+        options = ocp.CheckpointManagerOptions(
+            save_interval_steps=max(every, 1), max_to_keep=keep, create=True,
+            enable_async_checkpointing=async_save)
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=('state', 'data'))
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def should_save(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def save(self, step: int, state: Any, data_state: dict, force: bool = False) -> bool:
+        return self.manager.save(
+            step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                          data=ocp.args.JsonSave(data_state)),
+            force=force)
+
+    def restore(self, abstract_state: Any, step: int | None = None):
+        """Restore the newest readable checkpoint (or `step`): (step, state, data_state) or None.
+
+        `abstract_state` is a pytree of jax.ShapeDtypeStruct with shardings; every array comes
+        back already sharded that way.
+        """
+        candidates = [step] if step is not None else sorted(self.steps(), reverse=True)
+        for candidate in candidates:
+            try:
+                restored = self.manager.restore(
+                    candidate, args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state),
+                        data=ocp.args.JsonRestore()))
+            except Exception as error:  # noqa: BLE001 - any unreadable checkpoint is skipped
+                if step is not None:
+                    raise
+                log.warning('checkpoint %s/%d is unusable (%s: %s); trying an older one',
+                            self.directory, candidate, type(error).__name__, error)
+                continue
+            return candidate, restored['state'], dict(restored['data'] or {})
+        return None
+
+    def wait(self):
+        self.manager.wait_until_finished()
+
+    def close(self):
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract_like(tree, shardings):
+    """ShapeDtypeStructs with shardings, for restoring a tree shaped like `tree`."""
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        tree, shardings)

@@ -1,0 +1,89 @@
+"""Optimizer from config: AdamW with decoupled, matrix-only weight decay and a warmup schedule.
+
+Both original systems use this family: MERLOT Reserve (b2 0.98, eps 1e-6, no bias correction,
+bf16 first moment, warmup then cosine to 2%) and HERO (b2 0.98, eps 1e-6, bias correction,
+warmup then linear decay to 0, global-norm clipping at 1.0).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from trainer.errors import ConfigError
+
+
+def make_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
+    """Linear warmup from 0 to lr, then cosine/linear decay to lr * final_lr_frac at total_steps."""
+    lr = float(optim_cfg.lr)
+    warmup = int(optim_cfg.warmup_steps)
+    final = float(optim_cfg.final_lr_frac)
+    decay_steps = max(total_steps - warmup, 1)
+    if optim_cfg.decay == 'cosine':
+        decay = optax.cosine_decay_schedule(lr, decay_steps, alpha=final)
+    elif optim_cfg.decay == 'linear':
+        decay = optax.linear_schedule(lr, lr * final, decay_steps)
+    elif optim_cfg.decay == 'constant':
+        decay = optax.constant_schedule(lr)
+    else:
+        raise ConfigError('optim.decay', f'unknown decay {optim_cfg.decay!r} '
+                                         "(cosine, linear or constant)")
+    if warmup == 0:
+        return decay
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
+
+
+class ScaleByAdamNoBiasState(NamedTuple):
+    mu: optax.Updates
+    nu: optax.Updates
+
+
+def scale_by_adam_no_bias_correction(b1: float, b2: float, eps: float,
+                                     mu_dtype=None) -> optax.GradientTransformation:
+    """Adam without bias correction, as MERLOT Reserve pretraining used it.
+
+    optax.scale_by_adam always corrects the bias; the original's pretraining chain does not, which
+    changes the effective step size during the first few thousand steps.
+    """
+    def init(params):
+        mu = jax.tree.map(lambda p: jnp.zeros_like(p, dtype=mu_dtype or p.dtype), params)
+        nu = jax.tree.map(jnp.zeros_like, params)
+        return ScaleByAdamNoBiasState(mu=mu, nu=nu)
+
+    def update(updates, state, params=None):
+        del params
+        mu = jax.tree.map(lambda m, g: (b1 * m.astype(g.dtype) + (1 - b1) * g), state.mu, updates)
+        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * jnp.square(g), state.nu, updates)
+        out = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu, nu)
+        mu = jax.tree.map(lambda m: m.astype(mu_dtype) if mu_dtype else m, mu)
+        return out, ScaleByAdamNoBiasState(mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+def decay_mask(params):
+    """Decay matrices (and embeddings) only: biases, LayerNorm scales and scalars are left alone."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransformation,
+                                                         optax.Schedule]:
+    mu_dtype = {'float32': None, 'bfloat16': jnp.bfloat16}.get(optim_cfg.mu_dtype, 'bad')
+    if mu_dtype == 'bad':
+        raise ConfigError('optim.mu_dtype', f'{optim_cfg.mu_dtype!r} is not float32 or bfloat16')
+    schedule = make_schedule(optim_cfg, total_steps)
+    parts = []
+    if optim_cfg.clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(float(optim_cfg.clip_norm)))
+    if optim_cfg.bias_correction:
+        parts.append(optax.scale_by_adam(optim_cfg.b1, optim_cfg.b2, optim_cfg.eps,
+                                         mu_dtype=mu_dtype))
+    else:
+        parts.append(scale_by_adam_no_bias_correction(optim_cfg.b1, optim_cfg.b2,
+                                                      optim_cfg.eps, mu_dtype=mu_dtype))
+    if optim_cfg.weight_decay > 0:
+        parts.append(optax.add_decayed_weights(float(optim_cfg.weight_decay), mask=decay_mask))
+    parts.append(optax.scale_by_learning_rate(schedule))
+    return optax.chain(*parts), schedule

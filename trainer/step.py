@@ -1,0 +1,85 @@
+"""The jitted train and eval steps.
+
+One pure function per step: RNG is `fold_in(seed_rng, step)`, micro-batches are accumulated
+inside the step with `lax.scan`, non-finite losses or gradients are flagged (and optionally
+skipped) inside the step so the host can stop without ever writing a bad state.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from trainer.state import TrainState
+from trainer.task import Task
+
+
+def _split_micro(batch, micro_batches: int):
+    """(B, ...) -> (m, B/m, ...) such that each device's rows stay on that device.
+
+    Rows are interleaved (micro-batch i takes rows i, i+m, ...), which is a local transpose when
+    the example axis is sharded in contiguous blocks of a multiple of m rows.
+    """
+    def split(x):
+        x = x.reshape((x.shape[0] // micro_batches, micro_batches) + x.shape[1:])
+        return jnp.moveaxis(x, 1, 0)
+    return jax.tree.map(split, batch)
+
+
+def make_train_step(task: Task, optimizer: optax.GradientTransformation, micro_batches: int,
+                    skip_nonfinite: bool, schedule: optax.Schedule | None = None):
+    """Returns step(state, batch, seed_rng) -> (state, metrics)."""
+    grad_fn = jax.value_and_grad(task.loss, has_aux=True)
+
+    def step(state: TrainState, batch, seed_rng):
+        rng = jax.random.fold_in(seed_rng, state.step)
+        if micro_batches == 1:
+            (loss, metrics), grads = grad_fn(state.params, batch, rng, state.step)
+        else:
+            micro = _split_micro(batch, micro_batches)
+
+            def accumulate(carry, xs):
+                index, mb = xs
+                (l, m), g = grad_fn(state.params, mb, jax.random.fold_in(rng, index), state.step)
+                acc_g, acc_l, acc_m = carry
+                return (jax.tree.map(jnp.add, acc_g, g), acc_l + l,
+                        jax.tree.map(jnp.add, acc_m, m)), None
+
+            zeros_g = jax.tree.map(jnp.zeros_like, state.params)
+            shapes = jax.eval_shape(grad_fn, state.params, jax.tree.map(lambda x: x[0], micro),
+                                    rng, state.step)
+            zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[0][1])
+            (grads, loss, metrics), _ = jax.lax.scan(
+                accumulate, (zeros_g, jnp.zeros((), jnp.float32), zeros_m),
+                (jnp.arange(micro_batches), micro))
+            scale = 1.0 / micro_batches
+            grads = jax.tree.map(lambda g: g * scale, grads)
+            loss = loss * scale
+            metrics = jax.tree.map(lambda m: m * scale, metrics)
+
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+        if skip_nonfinite:
+            new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
+                                     state.replace(step=state.step + 1))
+        metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
+                       nonfinite=jnp.logical_not(finite).astype(jnp.int32))
+        if schedule is not None:
+            metrics['lr'] = schedule(state.step)
+        return new_state, metrics
+
+    return step
+
+
+def make_eval_step(task: Task):
+    """Returns eval(params, batch, rng) -> metrics."""
+    if task.eval_metrics is not None:
+        return task.eval_metrics
+
+    def evaluate(params, batch, rng):
+        loss, metrics = task.loss(params, batch, rng, jnp.zeros((), jnp.int32))
+        return dict(metrics, loss=loss)
+    return evaluate
