@@ -1,0 +1,285 @@
+"""Transformer pieces shared by the four MERLOT Reserve towers (spec §1.1, §1.2).
+
+Every detail here that looks odd is there for checkpoint compatibility with the original:
+the rotary "oddity", quick-GELU, `pre_ln` on the input embeddings, no bias on `attn_proj` and
+`mlp_layer/out`, the [q | k | v] head order of `qkv` and the −1e10 attention bias.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Dtype = Any
+ATTENTION_BIAS = -1e10
+LN_EPS = 1e-5
+ROTARY_HSIZE = 32
+ROTARY_MAX_FREQ = 10.0
+
+
+# ------------------------------------------------------------------------------------------
+# Initialisers with logical axis names.
+
+
+def kernel_init(key, shape, dtype=jnp.float32):
+    """Truncated normal on [-2, 2] (not re-normalised) times min(18 / in_size, 0.02) / sqrt(2).
+
+    `in_size` is shape[0], or shape[0] * shape[1] for a 3-D kernel whose first axis is
+    shorter than its last (the audio Conv kernel [2, 65, H]). flax DenseGeneral hands the
+    initialiser a flattened 2-D shape, which gives the same in_size as the spec's rule.
+    """
+    in_size = shape[0]
+    if len(shape) == 3 and shape[0] < shape[2]:
+        in_size = shape[0] * shape[1]
+    std = min(18.0 / in_size, 0.02) / math.sqrt(2.0)
+    return jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype) * std
+
+
+def named(init, *axes: str | None):
+    """Attach logical axis names to an initialiser (one name per parameter axis)."""
+    return nn.with_logical_partitioning(init, tuple(axes))
+
+
+ZEROS = nn.initializers.zeros_init()
+ONES = nn.initializers.ones_init()
+
+
+def layer_norm(name: str, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=LN_EPS, dtype=dtype, param_dtype=param_dtype, name=name,
+                        scale_init=named(ONES, 'norm'), bias_init=named(ZEROS, 'norm'))
+
+
+def constrain(x: jax.Array, *axes: str | None) -> jax.Array:
+    """Logical sharding constraint on an activation; a no-op outside a mesh."""
+    return nn.with_logical_constraint(x, tuple(axes))
+
+
+def quick_gelu(x: jax.Array) -> jax.Array:
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+# ------------------------------------------------------------------------------------------
+# Rotary coordinates and the rotary "oddity".
+
+
+def rotary_coords_1d(n: int, center_origin: bool = True) -> np.ndarray:
+    """[-n//2, ..., -1, 1, ..., n - n//2] (zero skipped) if centred, else [1, ..., n]."""
+    if not center_origin:
+        return np.arange(1, n + 1, dtype=np.float32)
+    x = np.arange(n, dtype=np.int64) - n // 2
+    return np.where(x >= 0, x + 1, x).astype(np.float32)
+
+
+def rotary_coords_2d(h: int, w: int) -> np.ndarray:
+    """[h*w, 2] (row coord, column coord), both centred and scaled by 1 / (max(h, w) + 1)."""
+    scale = 1.0 / (max(h, w) + 1)
+    ys = rotary_coords_1d(h) * scale
+    xs = rotary_coords_1d(w) * scale
+    grid = np.stack(np.meshgrid(ys, xs, indexing='ij'), -1)
+    return grid.reshape(h * w, 2).astype(np.float32)
+
+
+def rotary_sinusoids(coords: jax.Array, rotary_hsize: int = ROTARY_HSIZE,
+                     max_freq: float = ROTARY_MAX_FREQ) -> jax.Array:
+    """coords [*, L, D] -> [*, 2, L, rotary_hsize]: (cos, sin), each value repeated twice."""
+    n_axes = coords.shape[-1]
+    n_freqs = rotary_hsize // (2 * n_axes)
+    freqs = 2.0 ** jnp.linspace(0.0, math.log2(max_freq / 2), n_freqs, dtype=jnp.float32)
+    theta = coords.astype(jnp.float32)[..., None] * freqs * jnp.pi
+    theta = theta.reshape(*coords.shape[:-1], n_axes * n_freqs)
+    sinusoids = jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=-3)
+    return jnp.repeat(sinusoids, 2, axis=-1)
+
+
+def apply_rotary(x: jax.Array, sinusoids: jax.Array) -> jax.Array:
+    """The original's rotary on x [B, L, heads, head_dim] with sinusoids [B, 2, L, R].
+
+    As released, the cos/sin names are swapped and "rotate half" is [-x0, x1, -x2, x3, ...],
+    so pair (2i, 2i+1) becomes x[2i](sin - cos), x[2i+1](sin + cos): an element-wise scaling.
+    Only the first R dims of each head are touched. Released checkpoints need exactly this.
+    """
+    rot = sinusoids.shape[-1]
+    cos_theta = sinusoids[:, 0, :, None, :].astype(x.dtype)
+    sin_theta = sinusoids[:, 1, :, None, :].astype(x.dtype)
+    x_rot, x_pass = x[..., :rot], x[..., rot:]
+    sign = jnp.tile(jnp.array([-1.0, 1.0], x.dtype), rot // 2)
+    x_rot = x_rot * sin_theta + (x_rot * sign) * cos_theta
+    return jnp.concatenate([x_rot, x_pass], axis=-1)
+
+
+def mask_to_bias(mask: jax.Array, dtype: Dtype) -> jax.Array:
+    """Boolean [B, L, L] mask -> additive bias [B, 1, L, L] (0 or -1e10), shared by heads."""
+    return jnp.where(mask, 0.0, ATTENTION_BIAS).astype(dtype)[:, None]
+
+
+# ------------------------------------------------------------------------------------------
+# Layers.
+
+
+class AttentionLayer(nn.Module):
+    """Multi-head self-attention; qkv head order [q heads | k heads | v heads]."""
+    hidden_size: int
+    size_per_head: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, sinusoids, bias):
+        nh = self.hidden_size // self.size_per_head
+        qkv = nn.DenseGeneral(
+            (3 * nh, self.size_per_head), dtype=self.dtype, param_dtype=self.param_dtype,
+            kernel_init=named(kernel_init, 'embed', 'heads', 'kv'),
+            bias_init=named(ZEROS, 'heads', 'kv'), name='qkv')(x)
+        qk, v = qkv[:, :, :2 * nh], qkv[:, :, 2 * nh:]
+        if sinusoids is not None:
+            qk = apply_rotary(qk, sinusoids)
+        q, k = qk[:, :, :nh], qk[:, :, nh:]
+        q = constrain(q, 'act_batch', 'act_len', 'act_heads', None)
+        weights = nn.dot_product_attention_weights(q, k, bias=bias, dtype=self.dtype)
+        out = jnp.einsum('bhqk,bkhd->bqhd', weights, v)
+        return nn.DenseGeneral(
+            self.hidden_size, axis=(-2, -1), use_bias=False, dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_init=named(kernel_init, 'heads', 'kv', 'embed'), name='attn_proj')(out)
+
+
+class MlpLayer(nn.Module):
+    """Dense H->4H (bias) -> quick-GELU -> Dense 4H->H (no bias)."""
+    hidden_size: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.Dense(4 * self.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
+                     kernel_init=named(kernel_init, 'embed', 'mlp'),
+                     bias_init=named(ZEROS, 'mlp'), name='intermediate')(x)
+        h = constrain(quick_gelu(h), 'act_batch', 'act_len', 'act_mlp')
+        return nn.Dense(self.hidden_size, use_bias=False, dtype=self.dtype,
+                        param_dtype=self.param_dtype,
+                        kernel_init=named(kernel_init, 'mlp', 'embed'), name='out')(h)
+
+
+class TransformerLayer(nn.Module):
+    """One pre-LN layer. Returns (x, None) so that it can be used as an `nn.scan` body."""
+    hidden_size: int
+    size_per_head: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, sinusoids, bias):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = layer_norm('pre_attn_ln', **kw)(x)
+        x = x + AttentionLayer(self.hidden_size, self.size_per_head, name='attention_layer',
+                               **kw)(h, sinusoids, bias)
+        h = layer_norm('pre_mlp_ln', **kw)(x)
+        x = x + MlpLayer(self.hidden_size, name='mlp_layer', **kw)(h)
+        return constrain(x, 'act_batch', 'act_len', 'act_embed'), None
+
+
+def remat_policy(name: str):
+    """'full' saves nothing; any other name is a `jax.checkpoint_policies` attribute."""
+    if name == 'full':
+        return None
+    return getattr(jax.checkpoint_policies, name)
+
+
+class TransformerEncoder(nn.Module):
+    """CLS (optional) -> pre_ln -> layers -> final_ln; `cls_proj` on the CLS output.
+
+    Layers are `layer_00`, `layer_01`, ... as in the original, or, with `scan_layers`, one
+    `layers` subtree whose parameters carry a leading 'layers' axis (see mreserve/params.py).
+    `remat` is 'none' or a policy name for `nn.remat`.
+    """
+    hidden_size: int
+    size_per_head: int
+    num_layers: int
+    add_cls_token: bool = False
+    scan_layers: bool = False
+    remat: str = 'none'
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, rotary_coords, attention_mask=None, is_valid=None):
+        """x [B, L, H], rotary_coords [B or 1, L, D]; a mask [B, L, L] or is_valid [B, L].
+
+        Returns {'seq': [B, L, H]} plus {'cls': [B, H]} with a CLS token.
+        """
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        batch = x.shape[0]
+        x = x.astype(self.dtype)
+        if self.add_cls_token:
+            cls = self.param('cls', named(nn.initializers.normal(0.02), 'embed'),
+                             (self.hidden_size,), self.param_dtype)
+            x = jnp.concatenate([jnp.broadcast_to(cls.astype(self.dtype),
+                                                  (batch, 1, self.hidden_size)), x], 1)
+            rotary_coords = jnp.concatenate(
+                [jnp.zeros_like(rotary_coords[:, :1]), rotary_coords], 1)
+            if is_valid is not None:
+                is_valid = jnp.concatenate([jnp.ones_like(is_valid[:, :1]), is_valid], 1)
+        if is_valid is not None:
+            attention_mask = is_valid[:, :, None] & is_valid[:, None, :]
+        bias = None if attention_mask is None else mask_to_bias(attention_mask, self.dtype)
+        sinusoids = rotary_sinusoids(rotary_coords)
+        sinusoids = jnp.broadcast_to(sinusoids, (batch,) + sinusoids.shape[1:])
+
+        x = layer_norm('pre_ln', **kw)(x)
+        x = constrain(x, 'act_batch', 'act_len', 'act_embed')
+        layer_cls = TransformerLayer
+        if self.remat != 'none':
+            layer_cls = nn.remat(layer_cls, policy=remat_policy(self.remat),
+                                 prevent_cse=not self.scan_layers)
+        layer_kw = dict(hidden_size=self.hidden_size, size_per_head=self.size_per_head, **kw)
+        if self.scan_layers:
+            stack = nn.scan(layer_cls, variable_axes={'params': 0}, split_rngs={'params': True},
+                            in_axes=(nn.broadcast, nn.broadcast), length=self.num_layers,
+                            metadata_params={nn.PARTITION_NAME: 'layers'})
+            x, _ = stack(name='layers', **layer_kw)(x, sinusoids, bias)
+        else:
+            for i in range(self.num_layers):
+                x, _ = layer_cls(name=f'layer_{i:02d}', **layer_kw)(x, sinusoids, bias)
+        x = layer_norm('final_ln', **kw)(x)
+        if not self.add_cls_token:
+            return {'seq': x}
+        cls_out = nn.Dense(self.hidden_size, name='cls_proj',
+                           kernel_init=named(kernel_init, 'embed', 'mlp'),
+                           bias_init=named(ZEROS, 'mlp'), **kw)(x[:, 0])
+        return {'seq': x[:, 1:], 'cls': cls_out}
+
+
+def attention_pool_module(hidden_size: int, size_per_head: int, dtype: Dtype,
+                          param_dtype: Dtype) -> nn.MultiHeadDotProductAttention:
+    """The `seq_attnpool` module: flax's own MHA (default lecun-normal init, not the tower
+    init), so that the `query/key/value/out` parameters match the original layout."""
+    lecun = nn.initializers.lecun_normal()
+    return nn.MultiHeadDotProductAttention(
+        num_heads=hidden_size // size_per_head, qkv_features=hidden_size,
+        out_features=hidden_size, dtype=dtype, param_dtype=param_dtype,
+        kernel_init=named(lecun, 'embed', 'heads', 'kv'), bias_init=named(ZEROS, 'heads', 'kv'),
+        out_kernel_init=named(lecun, 'heads', 'kv', 'embed'),
+        out_bias_init=named(ZEROS, 'embed'), name='seq_attnpool')
+
+
+def attention_pool(mha: nn.Module, windows: jax.Array) -> jax.Array:
+    """windows [N, W, H] -> [N, H]; the query is the window mean, keys/values its tokens."""
+    query = windows.mean(axis=1, keepdims=True)
+    return mha(query, windows, windows)[:, 0]
+
+
+def dense(features: int, name: str, in_axis: str, out_axis: str, dtype: Dtype,
+          param_dtype: Dtype, use_bias: bool = True) -> nn.Dense:
+    """A Dense with the tower kernel init and named axes."""
+    return nn.Dense(features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+                    kernel_init=named(kernel_init, in_axis, out_axis),
+                    bias_init=named(ZEROS, out_axis), name=name)
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """x / sqrt(sum(x^2) + eps): eps inside the sqrt, so an all-zero row stays zero."""
+    return x / jnp.sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True) + eps)

@@ -1,0 +1,103 @@
+"""The model's static configuration: one frozen (hashable) dataclass for the flax modules.
+
+Built from the `model` and `data` sections of an ml_collections config (as the original's
+`MerlotReserve.from_config` copies `data` into `model`); unknown keys are ignored there so the
+data pipeline can keep its own keys in the same section.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+SPECIAL_TOKENS = dict(PADDING=0, START=1, END=2, MASK=3, MASKAUDIO=4, AUDIOSPAN=5, LTOVPOOL=6)
+PADDING, START, END, MASK, MASKAUDIO, AUDIOSPAN, LTOVPOOL = range(7)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    # Towers (spec §0, §1). Defaults are the base model.
+    hidden_size: int = 768
+    size_per_head: int = 64
+    vit_num_layers: int = 12
+    audio_num_layers: int = 12
+    span_num_layers: int = 4
+    joint_num_layers: int = 12
+    output_grid: tuple[int, int] = (12, 20)
+    vit_patch_size: int = 16
+    vit_pooling_ratio: int = 2
+    audio_seq_length: int = 60
+    audio_patch_size: int = 2
+    audio_token_length: int = 6
+    audio_num_features: int = 65
+    text_span_length: int = 15
+    vocab_size: int = 32768
+    # Shapes of the pretraining batch (spec §2, §3.3).
+    num_segments: int = 16
+    num_segment_groups: int = 2
+    num_audio_subsegments: int = 3
+    lang_seq_len: int = 160
+    seq_len: int = 640
+    mask_rate: float = 0.25
+    num_text_spans_to_include: int = 48
+    text_span_budget: int = 38
+    augment_video_src_idx_prob: float = 0.1
+    # Engineering switches (not in the original).
+    dtype: str = 'float32'
+    param_dtype: str = 'float32'
+    scan_layers: bool = False
+    remat: str = 'none'
+    batch_derived_rng: bool = False
+
+    @property
+    def num_heads(self) -> int:
+        return self.hidden_size // self.size_per_head
+
+    @property
+    def patch_dim(self) -> int:
+        return self.vit_patch_size * self.vit_patch_size * 3
+
+    @property
+    def pooled_grid(self) -> tuple[int, int]:
+        h, w = self.output_grid
+        return h // self.vit_pooling_ratio, w // self.vit_pooling_ratio
+
+    @property
+    def tokens_per_frame(self) -> int:
+        ph, pw = self.pooled_grid
+        return ph * pw
+
+    @property
+    def audio_tokens(self) -> int:
+        """Transformer tokens per audio sub-segment (30): the Conv halves 60 frames."""
+        return self.audio_seq_length // self.audio_patch_size
+
+    @property
+    def segments_per_group(self) -> int:
+        return self.num_segments // self.num_segment_groups
+
+    @property
+    def num_audio_spans(self) -> int:
+        return self.num_segments * self.num_audio_subsegments
+
+    @property
+    def num_targets(self) -> int:
+        """Span targets per type and example: int(n_audio_spans * mask_rate)."""
+        return int(self.num_audio_spans * self.mask_rate)
+
+    def replace(self, **kw) -> ModelConfig:
+        return dataclasses.replace(self, **kw)
+
+    @classmethod
+    def from_config(cls, config: Any) -> ModelConfig:
+        """ModelConfig from a config with `model` and `data` sections (ConfigDicts or dicts)."""
+        values: dict[str, Any] = {}
+        for section in ('data', 'model'):
+            part = config[section] if section in config else {}
+            values.update(dict(part.items()) if isinstance(part, Mapping) or
+                          hasattr(part, 'items') else {})
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in values.items() if k in names}
+        if 'output_grid' in kwargs:
+            kwargs['output_grid'] = tuple(int(v) for v in kwargs['output_grid'])
+        return cls(**kwargs)
