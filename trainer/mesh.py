@@ -41,8 +41,8 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, int, int]:
     if free:
         if per_slice % fixed:
             raise ConfigError(f'mesh.{free[0]}',
-                              f'cannot fill: {per_slice} devices per slice are not divisible by the '
-                              f'other axes ({fixed})')
+                              f'cannot fill: {per_slice} devices per slice are not divisible '
+                              f'by the other axes ({fixed})')
         sizes[free[0]] = per_slice // fixed
     total = math.prod(sizes.values())
     if total > per_slice:
@@ -100,7 +100,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def data_parallel_size(mesh: Mesh, rules) -> int:
-    """How many ways the example axis is split (the product of the mesh axes 'act_batch' maps to)."""
+    """How many ways the example axis is split (product of the mesh axes of 'act_batch')."""
     spec = nn.logical_to_mesh_axes(('act_batch',), rules)[0]
     if spec is None:
         return 1

@@ -40,9 +40,10 @@ def make_train_step(task: Task, optimizer: optax.GradientTransformation, micro_b
 
             def accumulate(carry, xs):
                 index, mb = xs
-                (l, m), g = grad_fn(state.params, mb, jax.random.fold_in(rng, index), state.step)
+                (mb_loss, m), g = grad_fn(state.params, mb, jax.random.fold_in(rng, index),
+                                          state.step)
                 acc_g, acc_l, acc_m = carry
-                return (jax.tree.map(jnp.add, acc_g, g), acc_l + l,
+                return (jax.tree.map(jnp.add, acc_g, g), acc_l + mb_loss,
                         jax.tree.map(jnp.add, acc_m, m)), None
 
             zeros_g = jax.tree.map(jnp.zeros_like, state.params)

@@ -46,7 +46,8 @@ class Task:
     """What a model package supplies.
 
     init: (rng, batch) -> params, where every leaf is wrapped with flax logical partitioning
-        metadata (`nn.with_logical_partitioning`), e.g. `lambda rng, b: model.init(rng, **b)['params']`.
+        metadata (`nn.with_logical_partitioning`), for example
+        `lambda rng, b: model.init(rng, **b)['params']`.
         It is only traced under `jax.eval_shape` and `jax.jit(out_shardings=...)`; `batch` holds
         zero arrays built from `batch_spec` with a small example count.
     loss: (params, batch, rng, step) -> (loss, metrics). Pure and jittable; params are plain
