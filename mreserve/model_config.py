@@ -7,8 +7,9 @@ data pipeline can keep its own keys in the same section.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
+
+import jax
 
 SPECIAL_TOKENS = dict(PADDING=0, START=1, END=2, MASK=3, MASKAUDIO=4, AUDIOSPAN=5, LTOVPOOL=6)
 PADDING, START, END, MASK, MASKAUDIO, AUDIOSPAN, LTOVPOOL = range(7)
@@ -48,6 +49,15 @@ class ModelConfig:
     scan_layers: bool = False
     remat: str = 'none'
     batch_derived_rng: bool = False
+
+    def __post_init__(self):
+        if self.remat not in ('none', 'full') and not hasattr(jax.checkpoint_policies,
+                                                             self.remat):
+            raise ValueError(f'model.remat={self.remat!r}: use none, full or a '
+                             'jax.checkpoint_policies name such as dots_saveable')
+        if self.hidden_size % self.size_per_head:
+            raise ValueError(f'model.hidden_size={self.hidden_size} is not a multiple of '
+                             f'size_per_head={self.size_per_head}')
 
     @property
     def num_heads(self) -> int:
@@ -90,12 +100,14 @@ class ModelConfig:
 
     @classmethod
     def from_config(cls, config: Any) -> ModelConfig:
-        """ModelConfig from a config with `model` and `data` sections (ConfigDicts or dicts)."""
+        """From a config with `model` and `data` sections (ConfigDicts or dicts). The compute
+        dtype defaults to `train.dtype`; keys that are not fields here are ignored."""
         values: dict[str, Any] = {}
+        if 'train' in config and 'dtype' in config['train']:
+            values['dtype'] = config['train']['dtype']
         for section in ('data', 'model'):
-            part = config[section] if section in config else {}
-            values.update(dict(part.items()) if isinstance(part, Mapping) or
-                          hasattr(part, 'items') else {})
+            if section in config:
+                values.update(dict(config[section].items()))
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in values.items() if k in names}
         if 'output_grid' in kwargs:

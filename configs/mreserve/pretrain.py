@@ -1,0 +1,69 @@
+"""MERLOT Reserve pretraining (spec §0, §5): variants tiny (the reference-vector config of
+../shared/reference/mreserve/README.md), base and large.
+
+`configs/mreserve/pretrain.py:variant=base,scan_layers=true,remat=full`
+"""
+import ml_collections
+
+from configs import common
+
+# Model keys of the original configs (spec §5.6); `data` keys are the batch shapes.
+_MODEL = {
+    'tiny': dict(hidden_size=64, size_per_head=32, vit_num_layers=1, audio_num_layers=1,
+                 span_num_layers=1, joint_num_layers=2, output_grid=(4, 6)),
+    'base': dict(hidden_size=768, size_per_head=64, vit_num_layers=12, audio_num_layers=12,
+                 span_num_layers=4, joint_num_layers=12, output_grid=(12, 20)),
+    'large': dict(hidden_size=1024, size_per_head=64, vit_num_layers=24, audio_num_layers=12,
+                  span_num_layers=4, joint_num_layers=24, output_grid=(12, 20)),
+}
+_DATA = {
+    'tiny': dict(num_segments=4, lang_seq_len=64, seq_len=76, num_text_spans_to_include=6,
+                 text_span_budget=4),
+    'base': dict(num_segments=16, lang_seq_len=160, seq_len=640, num_text_spans_to_include=48,
+                 text_span_budget=38),
+}
+_DATA['large'] = _DATA['base']
+_LR = {'tiny': 4e-4, 'base': 4e-4, 'large': 3e-4}
+
+
+def get_config(arg=None):
+    args = common.parse_arg(arg, variant='tiny', scan_layers=False, remat='none',
+                            batch_derived_rng=False, steps=0, batch=0)
+    if args.variant not in _MODEL:
+        raise ValueError(f'unknown variant {args.variant!r}; known: {sorted(_MODEL)}')
+    full = args.variant != 'tiny'
+    c = common.base_config()
+    c.variant = args.variant
+
+    c.model = ml_collections.ConfigDict(dict(
+        _MODEL[args.variant], vit_patch_size=16, vit_pooling_ratio=2, audio_seq_length=60,
+        audio_patch_size=2, audio_token_length=6, text_span_length=15, vocab_size=32768,
+        augment_video_src_idx_prob=0.1, param_dtype='float32',
+        scan_layers=args.scan_layers, remat=args.remat,
+        batch_derived_rng=args.batch_derived_rng))
+
+    c.data = ml_collections.ConfigDict(dict(
+        _DATA[args.variant], num_segment_groups=2, num_audio_subsegments=3, mask_rate=0.25,
+        num_audio2text_seqs=1, num_text2audio_seqs=1, num_text_seqs=1,
+        num_text_seqs_in_record=1, use_audio_token_prob=0.5))
+
+    # Spec §5.1: bf16-moment AdamW without bias correction, b2 0.98, eps 1e-6, decay 0.1 on
+    # matrices, linear warmup then cosine to 2% of the peak; no gradient clipping.
+    c.optim.lr = _LR[args.variant]
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.98
+    c.optim.eps = 1e-6
+    c.optim.weight_decay = 0.1
+    c.optim.warmup_steps = 3750 if full else 10
+    c.optim.decay = 'cosine'
+    c.optim.final_lr_frac = 0.02
+    c.optim.clip_norm = 0.0
+    c.optim.bias_correction = False
+    c.optim.mu_dtype = 'bfloat16' if full else 'float32'
+
+    c.train.steps = args.steps or (750_000 if full else 100)
+    c.train.global_batch = args.batch or (1024 if full else 8)
+    c.train.dtype = 'bfloat16' if full else 'float32'
+    c.train.ckpt_every = 7500 if full else 50
+    c.train.log_every = 50 if full else 10
+    return c
