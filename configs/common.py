@@ -73,6 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 100
+    c.train.stop_after = 0          # >0: checkpoint and exit at this step (run in chunks)
     c.train.global_batch = 8
     c.train.micro_batches = 1       # gradient accumulation inside the jitted step
     c.train.log_every = 10

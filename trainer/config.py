@@ -46,6 +46,8 @@ def validate_static(config) -> None:
     if config.optim.warmup_steps < 0 or config.optim.warmup_steps > config.train.steps:
         raise ConfigError('optim.warmup_steps',
                           f'{config.optim.warmup_steps} is outside 0..train.steps')
+    if config.train.stop_after < 0:
+        raise ConfigError('train.stop_after', f'must be >= 0, got {config.train.stop_after}')
     mesh_lib.mesh_shape(config.mesh, jax.device_count())
 
 

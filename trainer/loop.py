@@ -88,10 +88,15 @@ def _fetch(metrics) -> dict[str, float]:
     return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
-def train(config, workdir: str, task: Task) -> dict:
-    """Train `task` for config.train.steps optimizer steps in `workdir`; returns a summary."""
+def train(config, workdir: str, task: Task, devices=None) -> dict:
+    """Train `task` for config.train.steps optimizer steps in `workdir`; returns a summary.
+
+    `devices` restricts the mesh to a subset of the devices (default: all of them). With
+    `config.train.stop_after` > 0 the run checkpoints and returns at that step, as if it had
+    been interrupted there; the schedule still spans `config.train.steps`.
+    """
     rules = mesh_lib.rules_from_config(config.mesh.rules)
-    mesh = mesh_lib.build_mesh(config.mesh)
+    mesh = mesh_lib.build_mesh(config.mesh, devices)
     validate_engine_config(config, mesh, rules, task)
     write_config(config, workdir)
     total = int(config.train.steps)
@@ -148,10 +153,11 @@ def train(config, workdir: str, task: Task) -> dict:
         return metrics
 
     step = start
+    last = min(total, config.train.stop_after) if config.train.stop_after > 0 else total
     stopped_by_signal = False
     try:
         with _StopSignal() as stop, jax.set_mesh(mesh):
-            while step < total:
+            while step < last:
                 profiling = config.train.profile_start >= 0
                 if profiling and step == config.train.profile_start:
                     jax.profiler.start_trace(os.path.join(workdir, 'profile'))
@@ -165,7 +171,7 @@ def train(config, workdir: str, task: Task) -> dict:
                     settle(pending)
                 pending = (step, metrics)
                 preempted = stop.any_process()
-                if checkpointer.should_save(step) or preempted or step == total:
+                if checkpointer.should_save(step) or preempted or step == last:
                     settle(pending)  # never save a state whose step was not finite
                     pending = None
                     checkpointer.save(step, state, {'step': step, 'seed': int(config.seed)},

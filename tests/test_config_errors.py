@@ -1,0 +1,29 @@
+"""Config mistakes exit with status 2 and name the key, quickly and before any compute."""
+import time
+
+import pytest
+from engine_utils import run_module
+
+BASE = ['--config', 'configs/examples/lm.py', '--workdir']
+
+CASES = {
+    'unknown key': (['--config.optim.lrr=0.1'], 'lrr'),
+    'wrong type': (['--config.optim.lr=fast'], 'optim.lr'),
+    'unknown variant argument': (['--config', 'configs/examples/lm.py:stepz=3'], 'stepz'),
+    'bad choice': (['--config.optim.decay=cubic'], 'optim.decay'),
+    'mesh too large': (['--config.mesh.fsdp=16'], 'mesh'),
+    'batch not divisible': (['--config.train.global_batch=12'], 'train.global_batch'),
+    'micro-batches': (['--config.train.micro_batches=3'], 'train.micro_batches'),
+}
+
+
+@pytest.mark.parametrize('case', CASES)
+def test_config_error_exits_2(tmp_path, case):
+    extra, key = CASES[case]
+    start = time.perf_counter()
+    proc = run_module('trainer.examples.lm', BASE + [str(tmp_path)] + extra, check=False)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert key in proc.stderr, proc.stderr[-2000:]
+    assert elapsed < 10
+    assert not (tmp_path / 'checkpoints').exists()
