@@ -58,8 +58,10 @@ class MediaInfo:
 
 
 def _open(path) -> av.container.InputContainer:
+    """Opens ``path`` for reading after checking it exists and is not cut short."""
     if not os.path.isfile(path):
         raise MediaError(path, 'no such file')
+    _check_declared_size(path)
     try:
         return av.open(os.fspath(path))
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
@@ -136,7 +138,6 @@ def probe(path) -> MediaInfo:
     Raises MediaError for files that cannot be opened, have neither video nor audio, or whose
     timestamps show they were cut (see :func:`_scan_packets`). Takes milliseconds per minute.
     """
-    _check_declared_size(path)
     with _open(path) as container:
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if container.streams.audio else None
@@ -212,7 +213,6 @@ def extract_frames(path, times: Sequence[float]) -> np.ndarray:
     times = np.asarray(times, dtype=np.float64)
     if times.ndim != 1 or not len(times):
         raise ValueError(f'times must be a non-empty 1-D sequence, got shape {times.shape}')
-    _check_declared_size(path)
     out: list[np.ndarray | None] = [None] * len(times)
     with _open(path) as container:
         if not container.streams.video:
@@ -364,7 +364,6 @@ def load_audio(path, sample_rate: int = AUDIO_SAMPLE_RATE, normalize: bool = Tru
     by max|x| as in the original (a silent track stays zeros). Raises MediaError when the
     file has no audio stream or no sample decodes.
     """
-    _check_declared_size(path)
     with _open(path) as container:
         if not container.streams.audio:
             raise MediaError(path, 'no audio stream')

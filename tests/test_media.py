@@ -1,0 +1,154 @@
+"""data_pipeline.media on the real files in ../shared/media (skipped when absent)."""
+import av
+import numpy as np
+import pytest
+
+from data_pipeline import media
+
+
+def _all_frames(path):
+    """(times, frames) of every frame, decoded sequentially without seeking."""
+    with av.open(str(path)) as c:
+        frames = [(float(f.pts * f.time_base), f.to_ndarray(format='rgb24'))
+                  for f in c.decode(video=0)]
+    return np.array([t for t, _ in frames]), [f for _, f in frames]
+
+
+@pytest.mark.parametrize('ext', ['mp4', 'webm', 'ogv'])
+def test_probe_lego(media_dir, ext):
+    info = media.probe(media_dir / f'lego.{ext}')
+    assert info.has_video and info.has_audio
+    assert (info.width, info.height) == (560, 320)
+    assert info.fps == pytest.approx(30.0)
+    assert info.duration == pytest.approx(5.55, abs=0.2)
+    assert info.sample_rate == 48000 and info.channels == 1
+
+
+def test_lego_formats_agree(media_dir):
+    times = [0.5, 2.0, 4.0, 5.3]
+    frames = {ext: media.extract_frames(media_dir / f'lego.{ext}', times).astype(np.float32)
+              for ext in ['mp4', 'webm', 'ogv']}
+    durations = [media.probe(media_dir / f'lego.{ext}').duration for ext in frames]
+    assert max(durations) - min(durations) <= 0.2
+    for ext, f in frames.items():
+        assert f.shape == (4, 320, 560, 3), ext
+        # the same picture through H.264, VP8 and Theora: a few grey levels apart on average
+        assert np.abs(f - frames['mp4']).mean(axis=(1, 2, 3)).max() < 6.0, ext
+    audio = [media.load_audio(media_dir / f'lego.{ext}') for ext in frames]
+    assert max(len(a) for a in audio) - min(len(a) for a in audio) <= 0.2 * 22050
+
+
+@pytest.mark.parametrize('ext', ['mp4', 'webm'])
+def test_extract_frames_is_nearest_frame(media_dir, ext):
+    path = media_dir / f'lego.{ext}'
+    all_times, all_frames = _all_frames(path)
+    times = [3.01, 0.0, 1.49, 1.52, 4.9, 2.2, 99.0, 0.016]      # unsorted, repeats, past the end
+    got = media.extract_frames(path, times)
+    for t, frame in zip(times, got):
+        nearest = int(np.argmin(np.abs(all_times - t)))
+        np.testing.assert_array_equal(frame, all_frames[nearest], err_msg=f't={t}')
+
+
+def test_cockatoo_frames_and_audio(media_dir):
+    path = media_dir / 'cockatoo.mp4'
+    info = media.probe(path)
+    assert (info.width, info.height, info.fps) == (1280, 720, 20.0)
+    assert info.duration == pytest.approx(14.0, abs=0.1)
+    frames = media.extract_frames(path, [1.0, 7.0, 13.0])
+    assert frames.shape == (3, 720, 1280, 3) and frames.dtype == np.uint8
+    assert frames.std() > 10                             # real pictures, not a blank decode
+    assert media.detect_black_bars(frames) == (0, 720, 0, 1280)
+    jpegs = media.frames_for_storage(path, [1.0, 7.0])
+    assert [media.decode_jpeg(j).shape for j in jpegs] == [(288, 512, 3)] * 2
+    wav = media.load_audio(path)
+    assert wav.dtype == np.float32
+    assert abs(len(wav) - 14.0 * 22050) < 0.2 * 22050
+    assert np.isfinite(wav).all()                         # its MP3 track is digital silence
+    assert np.abs(wav).max() in (0.0, 1.0)
+
+
+def test_audio_resampling(media_dir):
+    wav = media.load_audio(media_dir / 'realshort.mp4', sample_rate=16000)
+    assert abs(len(wav) - 1.17 * 16000) < 0.05 * 16000
+    raw = media.load_audio(media_dir / 'conversation.wav', sample_rate=16000, normalize=False)
+    with av.open(str(media_dir / 'conversation.wav')) as c:
+        direct = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
+    np.testing.assert_allclose(raw, direct.astype(np.float32) / 32768, atol=1e-6)
+
+
+def test_audio_only_file(media_dir):
+    path = media_dir / 'conversation.wav'
+    info = media.probe(path)
+    assert info.has_audio and not info.has_video and info.width is None
+    assert info.duration == pytest.approx(30.0, abs=0.05)
+    with pytest.raises(media.MediaError, match='conversation.wav: no video stream'):
+        media.extract_frames(path, [1.0])
+    wav = media.load_audio(path)
+    assert len(wav) == 30 * 22050
+    assert np.abs(wav).max() == pytest.approx(1.0)
+
+
+def test_truncated_file_raises(media_dir):
+    path = media_dir / 'truncated.mkv'
+    for call in (lambda: media.probe(path), lambda: media.extract_frames(path, [1.0]),
+                 lambda: media.load_audio(path)):
+        with pytest.raises(media.MediaError, match='truncated.mkv') as err:
+            call()
+        assert err.value.path == str(path) and 'truncated' in err.value.reason
+
+
+def test_unreadable_files(tmp_path):
+    text = tmp_path / 'notes.mp4'
+    text.write_text('not a video\n' * 10)
+    with pytest.raises(media.MediaError, match='notes.mp4: cannot open'):
+        media.probe(text)
+    with pytest.raises(media.MediaError, match='missing.mp4: no such file'):
+        media.extract_frames(tmp_path / 'missing.mp4', [0.0])
+    cut = tmp_path / 'cut.mp4'
+    cut.write_bytes(b'\x00\x00\x00\x18ftypisom' + bytes(12) + b'\x00\x10\x00\x00mdat' + bytes(64))
+    with pytest.raises(media.MediaError, match='cut.mp4: truncated'):
+        media.probe(cut)
+
+
+def test_black_bars_synthetic():
+    frames = np.full((2, 100, 160, 3), 120, np.uint8)
+    frames[:, :12] = frames[:, 88:] = 16                    # letterbox, limited-range black
+    frames[1, 50, 0] = 40                                   # one bright pixel keeps column 0
+    frames[:, :, 150:] = 0
+    assert media.detect_black_bars(frames) == (12, 88, 0, 150)
+    assert media.trim_black_bars(frames).shape == (2, 76, 150, 3)
+    black = np.zeros((1, 100, 200, 3), np.uint8)
+    assert media.detect_black_bars(black) == (20, 80, 40, 160)   # at most 20% per side
+
+
+def test_black_bars_through_h264(media_dir, tmp_path):
+    """Letterbox lego frames, encode them with H.264, decode and detect the bars again."""
+    src = media.extract_frames(media_dir / 'lego.mp4', [0.5, 2.5, 4.5])
+    boxed = np.pad(src, ((0, 0), (40, 40), (0, 0), (0, 0)))
+    path = tmp_path / 'boxed.mp4'
+    with av.open(str(path), 'w') as out:
+        stream = out.add_stream('libx264', rate=1, options={'crf': '30'})
+        stream.width, stream.height, stream.pix_fmt = 560, 400, 'yuv420p'
+        for i, img in enumerate(boxed):
+            frame = av.VideoFrame.from_ndarray(img, format='rgb24')
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    decoded = media.extract_frames(path, [0.0, 1.0, 2.0])
+    top, bottom, left, right = media.detect_black_bars(decoded)
+    assert abs(top - 40) <= 2 and abs(bottom - 360) <= 2 and (left, right) == (0, 560)
+
+
+def test_storage_size_and_resize():
+    assert media.storage_size(720, 1280) == (288, 512)
+    assert media.storage_size(320, 560) == (288, 504)
+    assert media.storage_size(1280, 720) == (512, 288)
+    assert media.storage_size(100, 400) == (128, 512)      # very wide: the long side caps
+    img = np.zeros((180, 320, 3), np.uint8)
+    img[:, 160:] = 200
+    out = media.resize_for_storage(img)
+    assert out.shape == (288, 512, 3) and out.dtype == np.uint8
+    assert out[:, :240].max() <= 10 and out[:, 272:].min() >= 190
+    decoded = media.decode_jpeg(media.encode_jpeg(out))
+    assert decoded.shape == out.shape
+    assert np.abs(decoded.astype(int) - out).mean() < 3
