@@ -49,10 +49,9 @@ def restore_params(workdir, step: int):
     import orbax.checkpoint as ocp
     path = os.path.join(os.path.abspath(workdir), 'checkpoints', str(step), 'state')
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    from trainer.params_io import stored_metadata
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          stored_metadata(path))
     with ocp.StandardCheckpointer() as checkpointer:
-        meta = checkpointer.metadata(path)
-        meta = getattr(meta, 'item_metadata', meta)
-        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-                              meta)
         state = checkpointer.restore(path, target)
     return jax.tree.map(np.asarray, state['params'])

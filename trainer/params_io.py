@@ -41,14 +41,21 @@ def load_params(directory: str, abstract: Any | None = None) -> Any:
     with ocp.StandardCheckpointer() as checkpointer:
         if abstract is None:
             return checkpointer.restore(path)
-        stored = checkpointer.metadata(path)
-        stored_tree = getattr(stored, 'item_metadata', stored)
+        stored_tree = stored_metadata(path)
         check_shapes(abstract, stored_tree)
         target = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, s.dtype, sharding=a.sharding),
             abstract, stored_tree)
         params = checkpointer.restore(path, target)
     return jax.tree.map(lambda p, a: p.astype(a.dtype), params, abstract)
+
+
+def stored_metadata(path: str):
+    """The tree of array metadata (shape, dtype) of an Orbax checkpoint item."""
+    with ocp.StandardCheckpointer() as checkpointer:
+        meta = checkpointer.metadata(path)
+    meta = getattr(meta, 'item_metadata', meta)
+    return getattr(meta, 'tree', meta)
 
 
 def _flat(tree) -> dict[str, Any]:
