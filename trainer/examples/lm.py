@@ -116,7 +116,11 @@ def build_task(config) -> Task:
         for step in range(2):
             yield synthetic_batch(config.seed + 1, 10**6 + step, rows, m.seq_len, m.vocab)
 
-    flops = 6 * (m.layers * 12 * m.width**2 + m.width * m.vocab) * (m.seq_len - 1)
+    # Forward + backward = 3x the forward matmuls: 2 FLOPs per weight per token, plus the
+    # attention scores and mixing (2 x 2 x seq x width per token and layer).
+    tokens = m.seq_len - 1
+    weights = m.layers * (4 * m.width**2 + 2 * m.width * m.mlp_dim) + m.width * m.vocab
+    flops = 3 * (2 * weights + m.layers * 4 * tokens * m.width) * tokens
     return Task(name='tiny_lm', init=init, loss=loss,
                 batch_spec={'tokens': BatchSpec((batch, m.seq_len), np.int32)},
                 train_batches=train_batches, eval_batches=eval_batches,

@@ -1,0 +1,107 @@
+"""Benchmark the full train step of any task on this machine.
+
+    python benchmarks/train_step.py --task trainer.examples.lm:build_task \
+        --config configs/examples/lm.py [--config.train.global_batch=32 ...]
+
+Reports examples/s, step time, model FLOPs per example (analytic when the task gives it, and
+XLA's cost analysis), model FLOPs utilisation against the measured matmul peak, compile time and
+peak memory. The model benchmarks (mreserve_step.py, hero_step.py) call `measure_step`.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks.common import emit, peak_rss_bytes, time_fn  # noqa: E402
+
+
+def measure_step(config, task, peak_flops_per_s: float | None = None, iters: int = 5,
+                 devices=None) -> dict:
+    """Compile and time one optimizer step of `task` under `config` (no checkpoints, no I/O)."""
+    from trainer import mesh as mesh_lib
+    from trainer.loop import batch_shardings
+    from trainer.optim import make_optimizer
+    from trainer.state import create_state
+    from trainer.step import make_train_step
+
+    rules = mesh_lib.rules_from_config(config.mesh.rules)
+    mesh = mesh_lib.build_mesh(config.mesh, devices)
+    optimizer, schedule = make_optimizer(config.optim, config.train.steps)
+    state, abstract, shardings = create_state(task, optimizer, mesh, rules, jax.random.key(0))
+    bshard = batch_shardings(task, mesh, rules)
+    host = next(task.train_batches(0, 0, 1))
+    batch = {k: jax.device_put(np.asarray(host[k], spec.dtype), bshard[k])
+             for k, spec in task.batch_spec.items()}
+    step_fn = make_train_step(task, optimizer, config.train.micro_batches, False, schedule)
+    jitted = jax.jit(step_fn, in_shardings=(shardings, bshard, mesh_lib.replicated(mesh)),
+                     out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+    rng = jax.random.key(1)
+    start = time.perf_counter()
+    with jax.set_mesh(mesh):
+        compiled = jitted.lower(abstract, batch, rng).compile()
+    compile_s = time.perf_counter() - start
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    xla_flops = float(cost.get('flops', 0.0)) if cost else 0.0
+    memory = compiled.memory_analysis()
+
+    holder = {'state': state}
+
+    def run():
+        holder['state'], metrics = compiled(holder['state'], batch, rng)
+        return metrics
+
+    with jax.set_mesh(mesh):
+        step_s = time_fn(run, warmup=2, iters=iters)
+    examples = config.train.global_batch
+    analytic = task.flops_per_example
+    # Model FLOPs: the analytic count (forward + backward) when the task gives one, else XLA's.
+    model_flops = analytic * examples if analytic else xla_flops
+    result = {
+        'task': task.name,
+        'examples_per_s': examples / step_s,
+        'step_time_s': step_s,
+        'flops_per_example': model_flops / examples,
+        'flops_per_example_analytic': analytic,
+        'flops_per_example_xla': xla_flops / examples,
+        'compile_time_s': compile_s,
+        'peak_memory_bytes': peak_rss_bytes(),
+        'xla_temp_bytes': getattr(memory, 'temp_size_in_bytes', None),
+        'xla_argument_bytes': getattr(memory, 'argument_size_in_bytes', None),
+        'global_batch': examples,
+        'devices': mesh.devices.size,
+    }
+    if peak_flops_per_s:
+        result['matmul_peak_flops_per_s'] = peak_flops_per_s
+        result['mfu'] = model_flops / step_s / peak_flops_per_s
+    return result
+
+
+def load_builder(spec: str):
+    module, name = spec.split(':')
+    return getattr(importlib.import_module(module), name)
+
+
+def main():
+    from absl import flags
+    from ml_collections import config_flags
+
+    from benchmarks.matmul_peak import measure
+    flags.DEFINE_string('task', 'trainer.examples.lm:build_task', 'module:function -> Task')
+    config_flags.DEFINE_config_file('config', 'configs/examples/lm.py')
+    flags.FLAGS(sys.argv)
+    config = flags.FLAGS.config
+    peak = measure()['float32_flops_per_s']
+    result = measure_step(config, load_builder(flags.FLAGS.task)(config), peak)
+    emit(result)
+
+
+if __name__ == '__main__':
+    main()
