@@ -14,6 +14,7 @@ the file path, so a preprocessing run over thousands of videos can log and skip 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import struct
 from collections.abc import Sequence
@@ -235,22 +236,23 @@ class _FrameCursor:
         self.container, self.stream, self.origin, self.path = container, stream, origin, path
         self.prev = None        # (time, frame) last decoded frame at or before the target
         self.next = None        # first decoded frame after the target (lookahead)
-        self.it = None
+        self.it = container.decode(stream)      # from the start, should seeking fail
 
     def _time(self, frame) -> float:
         if frame.pts is None:
             raise MediaError(self.path, 'video frame without a timestamp')
         return float(frame.pts * frame.time_base) - self.origin
 
-    def _seek(self, t: float):
-        target = max(t, 0.0) + self.origin
-        offset = int(target / self.stream.time_base)
+    def _seek(self, t: float) -> bool:
+        """Seeks to the key frame at or before ``t``; False if the demuxer refuses."""
+        offset = int((max(t, 0.0) + self.origin) / self.stream.time_base)
+        self.prev = self.next = None
         try:
             self.container.seek(offset, stream=self.stream, backward=True, any_frame=False)
-        except av.FFmpegError as e:
-            raise MediaError(self.path, f'seek to {t:.3f}s failed ({e})') from e
+        except av.FFmpegError:
+            return False
         self.it = self.container.decode(self.stream)
-        self.prev = self.next = None
+        return True
 
     def _decode_next(self):
         try:
@@ -261,19 +263,20 @@ class _FrameCursor:
 
     def nearest(self, t: float):
         known = self.prev or self.next
-        if self.it is None or t < known[0] or t > known[0] + self.SEEK_AHEAD:
-            self._seek(t)
-            for back in (1.0, 4.0, None):    # some demuxers land after the target: back off
-                self.next = self._decode_next()
-                if self.next is None and self.prev is None and back is None:
-                    raise MediaError(self.path, 'no video frames could be decoded')
-                if self.next is None or self.next[0] <= t or t <= 0 or back is None:
+        if known is None or t < known[0] or t > known[0] + self.SEEK_AHEAD:
+            ok = self._seek(t)
+            self.next = self._decode_next() if ok else None
+            # Some demuxers land after the target, or nowhere when it is past the end:
+            # back off, finally to the start.
+            for back in (1.0, 4.0, math.inf):
+                if t <= 0 or (self.next is not None and self.next[0] <= t):
                     break
-                self._seek(t - back if t - back > 0 else 0.0)
+                if self._seek(max(t - back, 0.0)):
+                    self.next = self._decode_next()
+            if self.next is None:
+                raise MediaError(self.path, f'no video frame could be decoded near {t:.3f}s')
         while self.next is not None and self.next[0] <= t:
             self.prev, self.next = self.next, self._decode_next()
-        if self.prev is None and self.next is None:
-            raise MediaError(self.path, 'no video frames could be decoded')
         if self.prev is None:
             return self.next[1]
         if self.next is None:

@@ -38,7 +38,7 @@ def test_lego_formats_agree(media_dir):
     assert max(len(a) for a in audio) - min(len(a) for a in audio) <= 0.2 * 22050
 
 
-@pytest.mark.parametrize('ext', ['mp4', 'webm'])
+@pytest.mark.parametrize('ext', ['mp4', 'webm', 'ogv'])
 def test_extract_frames_is_nearest_frame(media_dir, ext):
     path = media_dir / f'lego.{ext}'
     all_times, all_frames = _all_frames(path)
