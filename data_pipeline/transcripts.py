@@ -1,5 +1,8 @@
 """Timed transcripts -> a list of ``Word(word, start, end)`` (seconds), sorted by start.
 
+With ``cues=True`` the parsers return the subtitle segments instead, ``Cue(text, start, end)``,
+which is what HERO's subtitle database is built from.
+
 Formats, chosen by file extension (``parse_transcript``) or called directly on text:
 
 - **WebVTT** (``.vtt``). YouTube auto-captions carry per-word times as inline timestamp tags,
@@ -28,6 +31,13 @@ from typing import NamedTuple
 
 class Word(NamedTuple):
     word: str
+    start: float
+    end: float
+
+
+class Cue(NamedTuple):
+    """One subtitle segment: a cue line, an SRT block, an STM segment."""
+    text: str
     start: float
     end: float
 
@@ -122,12 +132,12 @@ def _cues(lines: list[str], source, srt: bool):
         yield start, end, body
 
 
-def parse_webvtt(text: str, source='<vtt>') -> list[Word]:
-    """Words of a WebVTT document (YouTube per-word timing or plain cues); see module doc."""
+def parse_webvtt(text: str, source='<vtt>', cues: bool = False) -> list[Word] | list[Cue]:
+    """Words (or cue lines) of a WebVTT document (YouTube per-word timing or plain cues)."""
     lines = text.lstrip('\ufeff').splitlines()
     if not lines or not lines[0].startswith('WEBVTT'):
         raise TranscriptError(source, 1, 'missing WEBVTT header')
-    words: list[Word] = []
+    segments: list[list[Word]] = []
     youtube = any(_INLINE_TIME.search(line) for line in lines)
     previous_line = None
     for start, end, body in _cues(lines, source, srt=False):
@@ -137,24 +147,28 @@ def parse_webvtt(text: str, source='<vtt>') -> list[Word]:
                 continue
             previous_line = plain
             if _INLINE_TIME.search(line):
-                words += _timed_line(line, start, end, source, lineno)
+                segments.append(_timed_line(line, start, end, source, lineno))
             else:
-                words += spread_words(plain, start, end)
-    return _finish(words, source)
+                segments.append(spread_words(plain, start, end))
+    return _finish(segments, source, cues)
 
 
-def parse_srt(text: str, source='<srt>') -> list[Word]:
-    """Words of a SubRip document, spread evenly over each cue."""
+def parse_srt(text: str, source='<srt>', cues: bool = False) -> list[Word] | list[Cue]:
+    """Words of a SubRip document, spread evenly over each cue (or the cues)."""
     lines = text.lstrip('\ufeff').splitlines()
-    words: list[Word] = []
+    segments = []
     for start, end, body in _cues(lines, source, srt=True):
         cue_text = ' '.join(_clean(_SRT_BRACES.sub('', line)) for _, line in body)
-        words += spread_words(cue_text, start, end)
-    return _finish(words, source)
+        segments.append(spread_words(cue_text, start, end))
+    return _finish(segments, source, cues)
 
 
-def parse_word_json(text: str, source='<json>') -> list[Word]:
-    """``[{"word": str, "start": float, "end": float}, ...]`` or ``{"words": [...]}``."""
+def parse_word_json(text: str, source='<json>', cues: bool = False) -> list[Word] | list[Cue]:
+    """``[{"word": str, "start": float, "end": float}, ...]`` or ``{"words": [...]}``.
+
+    Items may instead hold ``"text"`` (a subtitle, as in HERO's ``sub`` lists); its words
+    are spread evenly over it.
+    """
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -163,23 +177,23 @@ def parse_word_json(text: str, source='<json>') -> list[Word]:
         data = data['words']
     if not isinstance(data, list):
         raise TranscriptError(source, None, 'expected a list of {word, start, end} objects')
-    words = []
+    segments = []
     for i, item in enumerate(data):
         try:
-            word, start, end = str(item['word']), float(item['start']), float(item['end'])
+            key = 'text' if isinstance(item, dict) and 'text' in item else 'word'
+            word, start, end = str(item[key]), float(item['start']), float(item['end'])
         except (TypeError, KeyError, ValueError) as e:
             raise TranscriptError(source, None, f'item {i}: expected {{word, start, end}}, '
                                                 f'got {item!r}') from e
         if not end >= start >= 0:
             raise TranscriptError(source, None, f'item {i}: bad times {start}..{end}')
-        if word.strip():
-            words.append(Word(word.strip(), start, end))
-    return _finish(words, source)
+        segments.append(spread_words(word, start, end))
+    return _finish(segments, source, cues)
 
 
-def parse_stm(text: str, source='<stm>') -> list[Word]:
+def parse_stm(text: str, source='<stm>', cues: bool = False) -> list[Word] | list[Cue]:
     """NIST STM: ``file channel speaker start end [<labels>] text`` per segment."""
-    words: list[Word] = []
+    segments = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.startswith(';;'):
             continue
@@ -199,21 +213,29 @@ def parse_stm(text: str, source='<stm>') -> list[Word]:
             rest = rest.split('>', 1)[1] if '>' in rest else ''
         if 'ignore_time_segment_in_scoring' in rest:
             continue
-        words += spread_words(rest, start, end)
-    return _finish(words, source)
+        segments.append(spread_words(rest, start, end))
+    return _finish(segments, source, cues)
 
 
-def _finish(words: list[Word], source) -> list[Word]:
-    if not words:
+def _finish(segments: list[list[Word]], source, cues: bool) -> list[Word] | list[Cue]:
+    """Sorted words, or with ``cues`` one Cue per non-empty segment; raises if there are none."""
+    segments = [seg for seg in segments if seg]
+    if not segments:
         raise EmptyTranscriptError(source, None, 'transcript has no words')
-    return sorted(words, key=lambda w: w.start)
+    if cues:
+        return sorted((Cue(' '.join(w.word for w in seg), seg[0].start, seg[-1].end)
+                       for seg in segments), key=lambda c: c.start)
+    return sorted((w for seg in segments for w in seg), key=lambda w: w.start)
 
 
 PARSERS = {'.vtt': parse_webvtt, '.srt': parse_srt, '.json': parse_word_json, '.stm': parse_stm}
 
 
-def parse_transcript(path) -> list[Word]:
-    """Parses a transcript file, choosing the format by extension (.vtt, .srt, .json, .stm)."""
+def parse_transcript(path, cues: bool = False) -> list[Word] | list[Cue]:
+    """Parses a transcript file, choosing the format by extension (.vtt, .srt, .json, .stm).
+
+    Returns words, or with ``cues`` the subtitle segments (HERO's ``sub`` list, spec hero §3.2).
+    """
     ext = os.path.splitext(os.fspath(path))[1].lower()
     if ext not in PARSERS:
         raise TranscriptError(path, None, f'unknown transcript format {ext!r}; '
@@ -223,7 +245,7 @@ def parse_transcript(path) -> list[Word]:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise TranscriptError(path, None, f'cannot read ({e})') from e
-    return PARSERS[ext](text, source=os.fspath(path))
+    return PARSERS[ext](text, source=os.fspath(path), cues=cues)
 
 
 def words_to_json(words: list[Word]) -> str:

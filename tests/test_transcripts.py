@@ -120,3 +120,18 @@ def test_empty_transcript_is_distinct(tmp_path, name, text):
 def test_unknown_format(tmp_path):
     with pytest.raises(T.TranscriptError, match='unknown transcript format'):
         T.parse_transcript(tmp_path / 'x.txt')
+
+
+def test_cue_level(media_dir, tmp_path):
+    vtt = T.parse_transcript(media_dir / 'w3c_example.vtt', cues=True)
+    assert len(vtt) == 14 and vtt[0] == T.Cue('We are in New York City', 9.0, 11.0)
+    assert T.Cue('Laughs', 32.5, 33.5) in vtt
+    stm = T.parse_transcript(media_dir / 'conversation.stm', cues=True)
+    assert len(stm) == 13 and stm[-1] == T.Cue("Oh, I don't hear that in New Jersey now.",
+                                               28.445, pytest.approx(29.987))
+    assert T.parse_webvtt(YOUTUBE_VTT, cues=True) == [
+        T.Cue('hello everyone welcome', 0.03, 2.11), T.Cue('to the show', 2.12, 4.0)]
+    subs = tmp_path / 'sub.json'                       # HERO's {text, start, end} subtitles
+    subs.write_text(json.dumps([{'text': 'two words', 'start': 1.0, 'end': 2.0}]))
+    assert T.parse_transcript(subs, cues=True) == [T.Cue('two words', 1.0, 2.0)]
+    assert T.parse_transcript(subs) == [T.Word('two', 1.0, 1.5), T.Word('words', 1.5, 2.0)]
