@@ -60,14 +60,30 @@ def build_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
     shape = mesh_shape(mesh_cfg, len(devices))
     slices = int(mesh_cfg.get('dcn_data', 1))
     if slices > 1:
-        ici = (shape[0] // slices, shape[1], shape[2])
-        device_array = mesh_utils.create_hybrid_device_mesh(ici, (slices, 1, 1), devices)
+        device_array = _hybrid_device_array(shape, slices, devices)
     else:
         try:
             device_array = mesh_utils.create_device_mesh(shape, devices)
         except (ValueError, NotImplementedError, AssertionError):
             device_array = np.asarray(devices).reshape(shape)
     return Mesh(device_array, AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(AXES))
+
+
+def _hybrid_device_array(shape, slices: int, devices) -> np.ndarray:
+    """ICI x DCN mesh: 'data' spans the slices (DCN), everything else stays inside a slice.
+
+    TPU devices know their slice; elsewhere each process is a slice when there are enough
+    processes, and on a single process the device list is cut into `slices` equal groups (so
+    the layout can be tested on a CPU).
+    """
+    ici = (shape[0] // slices, shape[1], shape[2])
+    if all(hasattr(d, 'slice_index') for d in devices):
+        return mesh_utils.create_hybrid_device_mesh(ici, (slices, 1, 1), devices)
+    if len({d.process_index for d in devices}) == slices:
+        return mesh_utils.create_hybrid_device_mesh(ici, (slices, 1, 1), devices,
+                                                    process_is_granule=True)
+    groups = np.asarray(devices).reshape((slices,) + ici)
+    return groups.reshape(shape)
 
 
 def rules_from_config(rules) -> tuple[tuple[str, str | tuple[str, ...] | None], ...]:
