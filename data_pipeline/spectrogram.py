@@ -14,6 +14,8 @@ grayscale JPEG at quality 95; the reader decodes, divides by ``magic`` and trans
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 SAMPLE_RATE = 22050
@@ -52,6 +54,7 @@ def mel_to_hz(mel):
     return np.where(mel >= _MIN_LOG_MEL, log, linear)
 
 
+@functools.lru_cache(maxsize=16)
 def mel_filterbank(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS,
                    fmin: float = FMIN, fmax: float = FMAX) -> np.ndarray:
     """Triangular Slaney-normalised filters ``[n_mels, 1 + n_fft // 2]`` (librosa ``filters.mel``).
@@ -68,7 +71,9 @@ def mel_filterbank(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_ME
     upper = ramps[2:] / widths[1:, None]
     weights = np.maximum(0.0, np.minimum(lower, upper))
     weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
-    return weights.astype(np.float32)
+    weights = weights.astype(np.float32)
+    weights.setflags(write=False)          # cached: shared by every call
+    return weights
 
 
 def power_stft(waveform: np.ndarray, n_fft: int, hop: int, pad_mode: str = 'reflect') -> np.ndarray:
