@@ -17,6 +17,8 @@ Output (paths in the manifests are relative to DIR)::
     DIR/train.jsonl, DIR/val.jsonl   one line per video: id, video, transcript, vtt, duration,
                                      title, description, tags, scenes
     DIR/random_text.txt        plain English sentences for the records' ``random_text`` field
+    DIR/transcripts.txt        the train transcripts, one video per line (tokenizer training:
+                               ``python -m data_pipeline.tokenizer --input DIR/*.txt ...``)
 
 Everything is a function of ``--seed`` and the video index (each video has its own RNG), so
 the files are byte-identical across runs and worker counts.
@@ -215,7 +217,8 @@ def _build_one(job) -> dict:
     with open(os.path.join(out_dir, rel + '.vtt'), 'w') as f:
         f.write(words_to_youtube_vtt(words))
     return dict(id=vid, split=split, video=rel + '.mp4', transcript=rel + '.json',
-                vtt=rel + '.vtt', num_words=len(words), **info)
+                vtt=rel + '.vtt', num_words=len(words), text=' '.join(w.word for w in words),
+                **info)
 
 
 def build_corpus(out_dir: str, num_videos: int = 160, seed: int = 0, val_fraction: float = 0.1,
@@ -235,6 +238,10 @@ def build_corpus(out_dir: str, num_videos: int = 160, seed: int = 0, val_fractio
     manifest = {'train': [], 'val': []}
     for entry in entries:
         manifest[entry['split']].append(entry)
+    with open(os.path.join(out_dir, 'transcripts.txt'), 'w') as f:
+        f.writelines(entry.pop('text') + '\n' for entry in entries if entry['split'] == 'train')
+    for entry in entries:
+        entry.pop('text', None)
     for split, items in manifest.items():
         with open(os.path.join(out_dir, f'{split}.jsonl'), 'w') as f:
             f.writelines(json.dumps(item) + '\n' for item in items)

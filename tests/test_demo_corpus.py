@@ -34,6 +34,8 @@ def test_layout_and_split(corpus):
     entry = manifest['val'][0]
     assert entry['video'] == 'val/demo_00003.mp4' and (out / entry['vtt']).is_file()
     assert len((out / 'random_text.txt').read_text().split()) > 10000
+    lines = (out / 'transcripts.txt').read_text().splitlines()
+    assert len(lines) == 3 and all(len(line.split()) > 10 for line in lines)
 
 
 def test_same_seed_same_bytes(corpus, tmp_path):

@@ -152,3 +152,25 @@ def test_storage_size_and_resize():
     decoded = media.decode_jpeg(media.encode_jpeg(out))
     assert decoded.shape == out.shape
     assert np.abs(decoded.astype(int) - out).mean() < 3
+
+
+def test_stereo_downmix(tmp_path):
+    """Stereo 44.1 kHz -> mono 22050 Hz through libswresample, as `ffmpeg -ac 1 -ar 22050`."""
+    sr = 44100
+    t = np.arange(2 * sr) / sr
+    left = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    path = tmp_path / 'stereo.wav'
+    with av.open(str(path), 'w') as out:
+        stream = out.add_stream('pcm_s16le', rate=sr, layout='stereo')
+        frame = av.AudioFrame.from_ndarray(np.stack([left, np.zeros_like(left)]),
+                                           format='fltp', layout='stereo')
+        frame.sample_rate, frame.pts = sr, 0
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    assert media.probe(path).channels == 2
+    mono = media.load_audio(path, normalize=False)
+    assert len(mono) == 2 * 22050
+    assert np.abs(mono).max() == pytest.approx(0.5 / np.sqrt(2), rel=0.01)  # swr's -3 dB mix
+    spectrum = np.abs(np.fft.rfft(mono))
+    assert np.argmax(spectrum) == pytest.approx(440 * 2, abs=1)              # 2 s of signal
+    assert np.abs(media.load_audio(path)).max() == pytest.approx(1.0)
