@@ -133,17 +133,22 @@ def _ebml_element(buf: bytes, pos: int, path, size_only: bool = False):
     return body, None if unknown else size
 
 
-def probe(path) -> MediaInfo:
+def probe(path, require_video: bool = False, require_audio: bool = False) -> MediaInfo:
     """Reads the headers and demuxes (no decoding) the first video and audio streams.
 
-    Raises MediaError for files that cannot be opened, have neither video nor audio, or whose
-    timestamps show they were cut (see :func:`_scan_packets`). Takes milliseconds per minute.
+    Raises MediaError for files that cannot be opened, have neither video nor audio (or lack
+    a required one), or whose timestamps show they were cut (see :func:`_scan_packets`).
+    Takes milliseconds per minute of media.
     """
     with _open(path) as container:
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if container.streams.audio else None
         if video is None and audio is None:
             raise MediaError(path, 'no video or audio stream')
+        if require_video and video is None:
+            raise MediaError(path, 'no video stream')
+        if require_audio and audio is None:
+            raise MediaError(path, 'no audio stream')
         duration = _duration(container)
         if duration is None or duration <= 0:
             raise MediaError(path, 'unknown or zero duration')
@@ -204,12 +209,16 @@ def _origin(container) -> float:
     return container.start_time / av.time_base if container.start_time else 0.0
 
 
-def extract_frames(path, times: Sequence[float]) -> np.ndarray:
+def extract_frames(path, times: Sequence[float], max_short_side: int | None = None) -> np.ndarray:
     """RGB frames nearest to each timestamp: uint8 ``[len(times), H, W, 3]`` in the order given.
 
     Times are sorted internally; the decoder seeks to the key frame before a target only when
     the target is behind the decoder or more than ``1 s`` ahead, and otherwise decodes on.
     Times past the last frame give the last frame. Raises MediaError when no frame decodes.
+
+    All frames come out at the stream's coded size (also when the resolution changes midway),
+    or, with ``max_short_side``, shrunk (area filter, aspect kept) so the shorter side is at
+    most that: e.g. 576 bounds memory for long HD videos and leaves room for the 288 resize.
     """
     times = np.asarray(times, dtype=np.float64)
     if times.ndim != 1 or not len(times):
@@ -221,10 +230,16 @@ def extract_frames(path, times: Sequence[float]) -> np.ndarray:
         stream = container.streams.video[0]
         _scan_packets(container, stream, path)
         stream.thread_type = 'AUTO'
-        origin = _origin(container)
-        frames = _FrameCursor(container, stream, origin, path)
+        height, width = stream.codec_context.height, stream.codec_context.width
+        if max_short_side and min(height, width) > max_short_side:
+            scale = max_short_side / min(height, width)
+            height, width = round(height * scale), round(width * scale)
+        frames = _FrameCursor(container, stream, _origin(container), path)
         for i in np.argsort(times, kind='stable'):
-            out[i] = frames.nearest(float(times[i])).to_ndarray(format='rgb24')
+            frame = frames.nearest(float(times[i]))
+            if (frame.height, frame.width) != (height, width):
+                frame = frame.reformat(width=width, height=height, interpolation='AREA')
+            out[i] = frame.to_ndarray(format='rgb24')
     return np.stack(out)
 
 
@@ -354,8 +369,11 @@ def decode_jpeg(data: bytes, channels: int = 0) -> np.ndarray:
 
 
 def frames_for_storage(path, times: Sequence[float]) -> list[bytes]:
-    """§3.1.4 in one call: frames at ``times``, black bars trimmed video-wide, resized, JPEG q75."""
-    frames = trim_black_bars(extract_frames(path, times))
+    """§3.1.4 in one call: frames at ``times``, black bars trimmed video-wide, resized, JPEG q75.
+
+    Frames are decoded at most at twice the stored size (shorter side 576) to bound memory.
+    """
+    frames = trim_black_bars(extract_frames(path, times, max_short_side=2 * SHORT_SIDE))
     return [encode_jpeg(resize_for_storage(f)) for f in frames]
 
 

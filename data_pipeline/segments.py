@@ -38,9 +38,7 @@ def video_to_segments(path, time_interval: float = 5.0, words: Sequence[Word] | 
     to ``5 * 22050 * playback_speed`` samples. Files without audio give zero spectrogram
     windows; files without video raise MediaError.
     """
-    info = media.probe(path)
-    if not info.has_video:
-        raise media.MediaError(path, 'no video stream')
+    info = media.probe(path, require_video=True)
     centred = windows is not None
     if windows is None:
         windows = segment_windows(info.duration, time_interval)

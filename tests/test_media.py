@@ -174,3 +174,16 @@ def test_stereo_downmix(tmp_path):
     spectrum = np.abs(np.fft.rfft(mono))
     assert np.argmax(spectrum) == pytest.approx(440 * 2, abs=1)              # 2 s of signal
     assert np.abs(media.load_audio(path)).max() == pytest.approx(1.0)
+
+
+def test_max_short_side_and_required_streams(media_dir):
+    small = media.extract_frames(media_dir / 'cockatoo.mp4', [3.0, 6.0], max_short_side=360)
+    full = media.extract_frames(media_dir / 'cockatoo.mp4', [3.0, 6.0])
+    assert small.shape == (2, 360, 640, 3)
+    shrunk = full.reshape(2, 360, 2, 640, 2, 3).mean(axis=(2, 4))
+    assert np.abs(small - shrunk).mean() < 3                 # area filter = 2x2 mean
+    assert media.extract_frames(media_dir / 'lego.mp4', [1.0], max_short_side=576).shape == \
+        (1, 320, 560, 3)                                      # never enlarged
+    assert media.probe(media_dir / 'lego.webm', require_video=True, require_audio=True).has_audio
+    with pytest.raises(media.MediaError, match='conversation.wav: no video stream'):
+        media.probe(media_dir / 'conversation.wav', require_video=True)
