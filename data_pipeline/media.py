@@ -80,15 +80,15 @@ def _check_declared_size(path) -> None:
     with open(path, 'rb') as f:
         head = f.read(64)
         if head[:4] == b'\x1a\x45\xdf\xa3':                     # EBML: Matroska / WebM
-            seg_pos = _ebml_element(head, 0, path, size_only=True)  # just past the EBML header
+            seg_pos, _ = _ebml_element(head, 0, path)           # just past the EBML header
             f.seek(seg_pos)
             seg = f.read(16)
             if seg[:4] != b'\x18\x53\x80\x67':                  # not a Segment: leave it
                 return
-            body, body_size = _ebml_element(seg, 0, path)
-            if body_size is not None and seg_pos + body + body_size > size:
+            seg_end, known = _ebml_element(seg, 0, path)
+            if known and seg_pos + seg_end > size:
                 raise MediaError(path, f'truncated: the Matroska segment declares '
-                                       f'{seg_pos + body + body_size} bytes, file has {size}')
+                                       f'{seg_pos + seg_end} bytes, file has {size}')
         elif head[4:8] in (b'ftyp', b'moov', b'mdat', b'free', b'wide'):  # ISO BMFF / QuickTime
             pos, boxes = 0, []
             while pos + 8 <= size:
@@ -107,30 +107,26 @@ def _check_declared_size(path) -> None:
                 raise MediaError(path, 'truncated: MP4 without a moov box')
 
 
-def _ebml_element(buf: bytes, pos: int, path, size_only: bool = False):
-    """Parses the element at ``pos``: returns (offset of its body, body size or None if unknown).
+def _ebml_element(buf: bytes, pos: int, path) -> tuple[int, bool]:
+    """(offset just past the EBML element at ``pos``, whether its size is known).
 
-    With ``size_only`` returns the offset just past the element (header + body).
+    An element is an id and a size, both variable-length integers whose first byte's leading
+    zeros give the length; a size of all ones means "unknown" (live streams).
     """
     def vint(p):
-        first = buf[p]
-        length = 1
-        while length <= 8 and not first & (0x80 >> (length - 1)):
-            length += 1
-        if length > 8 or p + length > len(buf):
+        if p >= len(buf) or not buf[p]:
             raise MediaError(path, 'corrupt EBML header')
-        value = first & (0xFF >> length)
-        for b in buf[p + 1:p + length]:
-            value = (value << 8) | b
-        unknown = value == (1 << (7 * length)) - 1
-        return value, length, unknown
+        length = 9 - buf[p].bit_length()
+        if p + length > len(buf):
+            raise MediaError(path, 'corrupt EBML header')
+        value = buf[p] & (0xFF >> length)
+        for byte in buf[p + 1:p + length]:
+            value = (value << 8) | byte
+        return value, length, value == (1 << (7 * length)) - 1
 
-    _, id_len, _ = vint(pos)          # element ids keep their marker bits; only the length matters
+    _, id_len, _ = vint(pos)
     size, size_len, unknown = vint(pos + id_len)
-    body = pos + id_len + size_len
-    if size_only:
-        return body + size
-    return body, None if unknown else size
+    return pos + id_len + size_len + size, not unknown
 
 
 def probe(path, require_video: bool = False, require_audio: bool = False) -> MediaInfo:

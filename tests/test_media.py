@@ -187,3 +187,17 @@ def test_max_short_side_and_required_streams(media_dir):
     assert media.probe(media_dir / 'lego.webm', require_video=True, require_audio=True).has_audio
     with pytest.raises(media.MediaError, match='conversation.wav: no video stream'):
         media.probe(media_dir / 'conversation.wav', require_video=True)
+
+
+@pytest.mark.parametrize('ext, what', [('webm', 'Matroska segment'), ('mp4', "box b'mdat'")])
+def test_cut_downloads_raise(media_dir, tmp_path, ext, what):
+    """Half of a real file: FFmpeg would decode what is there; the header check refuses it."""
+    data = (media_dir / f'lego.{ext}').read_bytes()
+    path = tmp_path / f'half.{ext}'
+    path.write_bytes(data[:len(data) // 2])
+    for call in (media.probe, media.load_audio, lambda p: media.extract_frames(p, [0.5])):
+        with pytest.raises(media.MediaError, match=f'half.{ext}: truncated: .*{what}'):
+            call(path)
+    (tmp_path / 'tiny.mkv').write_bytes(data[:6])
+    with pytest.raises(media.MediaError, match='tiny.mkv: corrupt EBML header'):
+        media.probe(tmp_path / 'tiny.mkv')
