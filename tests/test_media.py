@@ -198,6 +198,6 @@ def test_cut_downloads_raise(media_dir, tmp_path, ext, what):
     for call in (media.probe, media.load_audio, lambda p: media.extract_frames(p, [0.5])):
         with pytest.raises(media.MediaError, match=f'half.{ext}: truncated: .*{what}'):
             call(path)
-    (tmp_path / 'tiny.mkv').write_bytes(data[:6])
-    with pytest.raises(media.MediaError, match='tiny.mkv: corrupt EBML header'):
-        media.probe(tmp_path / 'tiny.mkv')
+    (tmp_path / f'tiny.{ext}').write_bytes(data[:6])
+    with pytest.raises(media.MediaError, match=f'tiny.{ext}: (corrupt EBML header|cannot open)'):
+        media.probe(tmp_path / f'tiny.{ext}')
