@@ -1,0 +1,439 @@
+"""tf.data reader of MERLOT Reserve pretraining records (spec mreserve §3.2, §3.3, §2.1).
+
+Reads the 16-chunk records (keys ``c{i:02d}/...``), decodes and augments frames and
+spectrograms as the original loader does, and builds the token sequences with
+:mod:`data_pipeline.mreserve_masking`. Host batches are dicts of numpy arrays, leading axis
+= the host's examples (``global_batch // process_count``); per example:
+
+==============================  =========================================  =======
+key                             shape (tiny / base)                        dtype
+==============================  =========================================  =======
+images                          [S·h·w, 768]  (96 / 3840)                  float32
+audio_clips                     [S·3·60, 65]  (720 / 2880)                 float32
+text2audio{,/audio_ptr,/text_ptr}   [groups, lang_seq_len] (2x64 / 2x160)  int32
+audio2text{,/audio_ptr,/text_ptr}   [groups, lang_seq_len]                 int32
+audio_text_matching{,...}       [1, seq_len]  (1x76 / 1x640)               int32
+random_text{,...}               [1, seq_len]                               int32
+text_spans                      [2·n_trg + text_span_budget, 15] (10 / 62) int32
+video_src_index                 [S]                                        int32
+==============================  =========================================  =======
+
+(:func:`make_batch_spec` gives the same table for any config.)
+
+Determinism. Each host reads ``files[process_index::process_count]`` (or, for a TFDS
+directory, ``tfds.split_for_jax_process``'s sub-split). Epoch e reads the host's files in a
+stateless shuffled order seeded by (seed, e), interleaves them deterministically and
+shuffles records in a buffer seeded by (seed, e); epochs are concatenated endlessly. Record n
+of the host stream is augmented and masked with randomness seeded by (seed, process_index, n)
+only (stateless TF ops for the images and audio, a Philox numpy generator for the
+sequences). Step k is records [k·B, (k+1)·B) of the stream, B = host batch.
+
+Resume cost. ``train_batches(k, ...)`` must reproduce the uninterrupted stream, so it skips
+k·B *serialized* records (read, not parsed or decoded). When the number of records per
+host-epoch E is known (TFDS metadata; or counted once from the files, a pass over the host's
+records without parsing) it starts directly at epoch ⌊k·B / E⌋ and skips only the rest:
+resuming costs at most one counting pass plus one epoch of reads, never the decode.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from data_pipeline import mreserve_masking as masking
+
+NUM_CHUNKS = 16               # chunks per record written by the writer (spec §3.2)
+PATCH = 16
+SPEC_FRAMES = 60              # spectrogram frames per audio window
+SPEC_SPARE = 8                # 188 − 3·60 frames left for the random gaps
+RESIZE_METHODS = ('area', 'bicubic', 'bilinear', 'gaussian', 'lanczos3', 'lanczos5',
+                  'mitchellcubic', 'nearest')
+SCALE_RANGE = (1.05, 1.1)
+SEQUENCE_KEYS = ('audio2text', 'audio_text_matching', 'random_text', 'text2audio')
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration and batch layout
+
+def sequence_config(config: Mapping) -> masking.SequenceConfig:
+    """The shape-defining keys of the `data` and `model` sections (dicts or ConfigDicts)."""
+    values: dict[str, Any] = {}
+    for section in ('model', 'data'):
+        if section in config:
+            values.update(dict(config[section].items()))
+    names = {f.name for f in masking.dataclasses.fields(masking.SequenceConfig)}
+    c = masking.SequenceConfig(**{k: v for k, v in values.items() if k in names})
+    if c.num_segments > NUM_CHUNKS:
+        raise ValueError(f'data.num_segments={c.num_segments} > {NUM_CHUNKS} chunks per record')
+    if c.num_segments % c.num_segment_groups:
+        raise ValueError('data.num_segments must be a multiple of data.num_segment_groups')
+    for key in ('num_text_seqs', 'num_text2audio_seqs', 'num_audio2text_seqs'):
+        if int(values.get(key, 1)) != 1:
+            raise ValueError(f'data.{key}={values[key]}: only 1 is supported')
+    return c
+
+
+def _grid(config) -> tuple[int, int]:
+    grid = config['model']['output_grid'] if 'output_grid' in config['model'] else (12, 20)
+    return int(grid[0]), int(grid[1])
+
+
+def make_batch_spec(config) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Per-example {key: (shape, dtype)} of the reader's batches for `config`."""
+    c = sequence_config(config)
+    gh, gw = _grid(config)
+    spec = {
+        'images': ((c.num_segments * gh * gw, PATCH * PATCH * 3), np.dtype(np.float32)),
+        'audio_clips': ((c.num_audio_spans * SPEC_FRAMES, 65), np.dtype(np.float32)),
+        'video_src_index': ((c.num_segments,), np.dtype(np.int32)),
+    }
+    spec.update({k: (s, np.dtype(np.int32)) for k, s in c.shapes().items()})
+    return dict(sorted(spec.items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing (spec §3.2 schema, defined here from the spec's table)
+
+def feature_spec(num_chunks: int) -> dict[str, Any]:
+    """tf.io parse spec of the keys the reader uses, for the first `num_chunks` chunks."""
+    spec = {}
+    for i in range(num_chunks):
+        p = f'c{i:02d}/'
+        spec[p + 'image/encoded'] = tf.io.FixedLenFeature((), tf.string)
+        spec[p + 'spectrogram/encoded'] = tf.io.FixedLenFeature((), tf.string)
+        spec[p + 'spectrogram/magic_number'] = tf.io.FixedLenFeature((), tf.float32, 1.0)
+        spec[p + 'playback_speed'] = tf.io.FixedLenFeature((), tf.int64, 1)
+        spec[p + 'video_src_index'] = tf.io.FixedLenFeature((), tf.int64, -1)
+        spec[p + 'video_src_idx'] = tf.io.FixedLenFeature((), tf.int64, -1)
+        for key in ('title', 'description', 'tags', 'tok_ids'):
+            spec[p + key] = tf.io.VarLenFeature(tf.int64)
+        for key in ('tok_start_times', 'tok_end_times'):
+            spec[p + key] = tf.io.VarLenFeature(tf.float32)
+    spec['c00/random_text'] = tf.io.VarLenFeature(tf.int64)
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding and augmentation (spec §3.3)
+
+def _seed(base, *ints):
+    """A stateless seed folded from `base` ([2] int64) and static ints."""
+    for i in ints:
+        base = tf.random.experimental.stateless_fold_in(base, i)
+    return base
+
+
+def _uniform(seed, shape=(), minval=0.0, maxval=1.0):
+    return tf.random.stateless_uniform(shape, seed, minval=minval, maxval=maxval)
+
+
+def decode_image(encoded, grid, seed, train: bool):
+    """JPEG -> [h·w, 768] patches in [0, 1], depth order (dy·16 + dx)·3 + c.
+
+    Train: portrait frames (h ≥ 4w/3) rotated 90° and padded with 4 px of 0.5; the target
+    box scaled by U(1.05, 1.1); aspect-preserving resize into it (shorter side ≥ 64) with
+    one of 8 TF methods and antialias; random crop. Eval: no flip, no scale, bilinear.
+    Then clip to [0, 1] and zero-pad bottom/right to the grid."""
+    gh, gw = grid
+    th, tw = gh * PATCH, gw * PATCH
+    img = tf.image.convert_image_dtype(tf.io.decode_jpeg(encoded, channels=3), tf.float32)
+    if train:
+        shape = tf.shape(img)
+        img = tf.cond(shape[0] * 3 >= shape[1] * 4,
+                      lambda: tf.pad(tf.image.rot90(img), [[4, 4], [4, 4], [0, 0]],
+                                     constant_values=0.5),
+                      lambda: img)
+    hw = tf.cast(tf.shape(img)[:2], tf.float32)
+    scale = _uniform(_seed(seed, 0), (), *SCALE_RANGE) if train else tf.constant(1.0)
+    ratio = tf.minimum(th * scale / hw[0], tw * scale / hw[1])
+    ratio = tf.maximum(ratio, 64.0 / tf.reduce_min(hw))
+    size = tf.cast(tf.round(hw * ratio), tf.int32)
+    if train:
+        method = tf.random.stateless_uniform((), _seed(seed, 1), 0, len(RESIZE_METHODS),
+                                             dtype=tf.int32)
+        img = tf.switch_case(method, [
+            (lambda m=m: tf.image.resize(img, size, method=m, antialias=True))
+            for m in RESIZE_METHODS])
+        room = tf.maximum(size - [th, tw], 0)
+        offset = tf.cast(tf.floor(_uniform(_seed(seed, 2), (2,)) *
+                                  tf.cast(room + 1, tf.float32)), tf.int32)
+        offset = tf.minimum(offset, room)
+    else:
+        img = tf.image.resize(img, size, method='bilinear', antialias=True)
+        offset = tf.zeros((2,), tf.int32)
+    crop = tf.minimum(size, [th, tw])
+    img = tf.slice(img, tf.concat([offset, [0]], 0), tf.concat([crop, [3]], 0))
+    img = tf.image.pad_to_bounding_box(tf.clip_by_value(img, 0.0, 1.0), 0, 0, th, tw)
+    img = tf.reshape(img, (gh, PATCH, gw, PATCH, 3))
+    return tf.reshape(tf.transpose(img, (0, 2, 1, 3, 4)), (gh * gw, PATCH * PATCH * 3))
+
+
+def decode_audio(encoded, magic, speed, seed, train: bool, subsegments: int = 3):
+    """Spectrogram JPEG [64 mels, 188 frames] -> ([3, 60, 65] log-mel + playback speed, the
+    start frame of each window). Gaps: 4 uniform weights, normalised and cumulated, times the
+    8 spare frames (train); fixed 2, 4, 6 at eval (windows [2:62], [64:124], [126:186])."""
+    spec = tf.transpose(tf.cast(tf.io.decode_jpeg(encoded, channels=1)[..., 0], tf.float32))
+    if train:
+        weights = _uniform(seed, (subsegments + 1,))
+        cum = tf.cumsum(weights / tf.reduce_sum(weights))[:subsegments]
+    else:
+        cum = tf.range(1, subsegments + 1, dtype=tf.float32) / (subsegments + 1)
+    starts = tf.cast(cum * SPEC_SPARE, tf.int32) + SPEC_FRAMES * tf.range(subsegments)
+    idx = starts[:, None] + tf.range(SPEC_FRAMES)[None]
+    windows = tf.gather(spec, idx) / magic
+    speed_col = tf.fill((subsegments, SPEC_FRAMES, 1), tf.cast(speed, tf.float32))
+    return tf.concat([windows, speed_col], -1), starts
+
+
+# ---------------------------------------------------------------------------------------------
+# One example
+
+class ExampleBuilder:
+    """serialized record + per-example seed -> one example dict (static shapes)."""
+
+    def __init__(self, config, token_is_valid: np.ndarray, train: bool):
+        self.c = sequence_config(config)
+        self.grid = _grid(config)
+        self.train = train
+        self.token_is_valid = np.asarray(token_is_valid, bool)
+        self.spec = make_batch_spec(config)
+        self.features = feature_spec(self.c.num_segments)
+
+    def _sequences(self, seed, tok_ids, tok_start, tok_end, tok_lens, starts, video,
+                   title, title_lens, desc, desc_lens, tags, tags_lens, random_text):
+        def first_nonempty(values, lens):
+            ends = np.cumsum(lens)
+            for e, n in zip(ends, lens):
+                if n:
+                    return values[e - n:e]
+            return values[:0]
+        rng = np.random.Generator(np.random.Philox(key=np.asarray(seed, np.int64).view(np.uint64)))
+        meta = tuple(first_nonempty(v, n) for v, n in
+                     ((title, title_lens), (desc, desc_lens), (tags, tags_lens)))
+        out = masking.build_sequences(
+            self.c, tok_ids=tok_ids, tok_start=tok_start, tok_end=tok_end, tok_lens=tok_lens,
+            window_starts=starts, video_src=video, meta=meta, random_text=random_text,
+            token_is_valid=self.token_is_valid, rng=rng)
+        return [out[k] for k in self.sequence_keys]
+
+    @property
+    def sequence_keys(self):
+        return [k for k in self.spec if k not in ('images', 'audio_clips', 'video_src_index')]
+
+    def __call__(self, index, serialized, seed):
+        """index: int64 position in the host stream; seed: [2] int64 (seed, process)."""
+        f = tf.io.parse_single_example(serialized, self.features)
+        ex_seed = _seed(seed, index)
+        c = self.c
+        images, clips, starts = [], [], []
+        get = lambda i, key: f[f'c{i:02d}/{key}']
+        for i in range(c.num_segments):
+            images.append(decode_image(get(i, 'image/encoded'), self.grid,
+                                       _seed(ex_seed, 1, i), self.train))
+            clip, start = decode_audio(get(i, 'spectrogram/encoded'),
+                                       get(i, 'spectrogram/magic_number'),
+                                       get(i, 'playback_speed'), _seed(ex_seed, 2, i),
+                                       self.train, c.num_audio_subsegments)
+            clips.append(clip)
+            starts.append(start)
+        video = tf.stack([tf.where(get(i, 'video_src_index') >= 0, get(i, 'video_src_index'),
+                                   tf.maximum(get(i, 'video_src_idx'), 0))
+                          for i in range(c.num_segments)])
+        ragged = {}
+        for key in ('tok_ids', 'tok_start_times', 'tok_end_times', 'title', 'description',
+                    'tags'):
+            parts = [get(i, key).values for i in range(c.num_segments)]
+            ragged[key] = (tf.concat(parts, 0), tf.stack([tf.size(p) for p in parts]))
+        seqs = tf.numpy_function(
+            self._sequences,
+            [_seed(ex_seed, 3), ragged['tok_ids'][0], ragged['tok_start_times'][0],
+             ragged['tok_end_times'][0], ragged['tok_ids'][1], tf.stack(starts), video,
+             *ragged['title'], *ragged['description'], *ragged['tags'],
+             f['c00/random_text'].values],
+            [tf.int32] * len(self.sequence_keys), stateful=False)
+        out = {
+            'images': tf.concat(images, 0),
+            'audio_clips': tf.reshape(tf.stack(clips), (-1, 65)),
+            'video_src_index': tf.cast(video, tf.int32),
+        }
+        out.update(zip(self.sequence_keys, seqs))
+        for key, (shape, _) in self.spec.items():
+            out[key] = tf.ensure_shape(out[key], shape)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Record sources: plain TFRecord globs or a TFDS directory
+
+def _is_tfds_dir(path: str) -> bool:
+    return os.path.isdir(path) and os.path.exists(os.path.join(path, 'dataset_info.json'))
+
+
+class RecordSource:
+    """The host's share of the records: a list of (filename, skip, take) shards."""
+
+    def __init__(self, path: str, process_index: int, process_count: int, split: str = 'train'):
+        self.num_records = None
+        if _is_tfds_dir(path):
+            import tensorflow_datasets as tfds
+            builder = tfds.builder_from_directory(path)
+            sub = tfds.split_for_jax_process(split, process_index=process_index,
+                                             process_count=process_count)
+            info = builder.info.splits[sub]
+            self.shards = [(_get(fi, 'filename'), int(_get(fi, 'skip')), int(_get(fi, 'take')))
+                           for fi in info.file_instructions]
+            self.shards = [(f if os.path.isabs(f) else os.path.join(path, f), s, t)
+                           for f, s, t in self.shards]
+            self.num_records = int(info.num_examples)
+        else:
+            files = sorted(glob.glob(path)) if not os.path.isdir(path) else sorted(
+                glob.glob(os.path.join(path, '*.tfrecord*')))
+            if not files:
+                raise FileNotFoundError(f'no TFRecord files match {path!r}')
+            files = files[process_index::process_count]
+            if not files:
+                raise ValueError(f'{path!r}: {process_count} hosts but fewer files')
+            self.shards = [(f, 0, -1) for f in files]
+
+    def count(self) -> int:
+        """Records of this host (TFDS: from metadata; else one read pass, no parsing)."""
+        if self.num_records is None:
+            ds = self.dataset(None, ordered=True)
+            self.num_records = int(ds.reduce(np.int64(0), lambda n, _: n + 1))
+        return self.num_records
+
+    def dataset(self, seed, cycle_length: int = 16, ordered: bool = False) -> tf.data.Dataset:
+        """Serialized records of one epoch; `seed` ([2] int64 tensor) shuffles the shard
+        order, None keeps it."""
+        names, skips, takes = (tf.constant(list(v), dtype) for v, dtype in
+                               zip(zip(*self.shards), (tf.string, tf.int64, tf.int64)))
+        order = tf.range(len(self.shards))
+        if seed is not None:
+            order = tf.random.experimental.stateless_shuffle(order, seed)
+        shards = tf.data.Dataset.from_tensor_slices(
+            (tf.gather(names, order), tf.gather(skips, order), tf.gather(takes, order)))
+        read = lambda f, s, t: tf.data.TFRecordDataset(f).skip(s).take(t)
+        if ordered:
+            return shards.flat_map(read)
+        return shards.interleave(read, cycle_length=min(cycle_length, len(self.shards)),
+                                 block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+                                 deterministic=True)
+
+
+def _get(obj, name):
+    return obj[name] if isinstance(obj, Mapping) else getattr(obj, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline
+
+def _data(config, key, default):
+    data = config['data']
+    return data[key] if key in data else default
+
+
+def host_batch_size(config, process_count: int) -> int:
+    batch = int(config['train']['global_batch'])
+    if batch % process_count:
+        raise ValueError(f'train.global_batch={batch} is not a multiple of {process_count} hosts')
+    return batch // process_count
+
+
+def make_dataset(config, process_index: int = 0, process_count: int = 1, *, start_step: int = 0,
+                 train: bool = True, token_is_valid: np.ndarray | None = None,
+                 path: str | None = None, batch_size: int | None = None) -> tf.data.Dataset:
+    """Host-local batches (dicts of tensors) starting at `start_step`.
+
+    Data keys used (all optional but the path): data.train_path / data.eval_path (glob,
+    directory of *.tfrecord* files, or TFDS directory), data.shuffle_buffer (4096 as the
+    original), data.cycle_length (16), data.tfds_split ('train'), data.num_threads (cores).
+    Train: endless, shuffled, augmented. Eval: one ordered pass, no augmentation, fixed
+    randomness for the sequences (independent of `seed`), drop_remainder."""
+    if path is None:
+        path = _data(config, 'train_path' if train else 'eval_path', '')
+        if not path:
+            raise ValueError(f'set data.{"train" if train else "eval"}_path')
+    batch_size = batch_size or host_batch_size(config, process_count)
+    if token_is_valid is None:
+        token_is_valid = default_token_is_valid(int(config['model'].get('vocab_size', 32768)))
+    split = _data(config, 'tfds_split', 'train' if train else 'validation')
+    source = RecordSource(path, process_index, process_count, split)
+    seed = int(config['seed']) if (train and 'seed' in config) else 0
+    builder = ExampleBuilder(config, token_is_valid, train)
+    cycle = int(_data(config, 'cycle_length', 16))
+
+    if train:
+        buffer = int(_data(config, 'shuffle_buffer', 4096))
+        start = start_step * batch_size
+        epoch0 = 0
+        if start:
+            per_epoch = source.count()
+            epoch0, start = divmod(start, per_epoch)
+            first_index = epoch0 * per_epoch
+        else:
+            first_index = 0
+
+        def epoch(e):
+            s = tf.stack([tf.constant(seed, tf.int64), e])
+            return source.dataset(s, cycle).shuffle(buffer, seed=seed * 1_000_003 + e)
+
+        records = tf.data.Dataset.counter(epoch0).flat_map(epoch)
+        records = records.enumerate(first_index).skip(start)
+    else:
+        records = source.dataset(None, cycle).enumerate()
+    base = tf.constant([seed, process_index if train else 0], tf.int64)
+    ds = records.map(lambda i, r: builder(i, r, base), num_parallel_calls=tf.data.AUTOTUNE,
+                     deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
+    options = tf.data.Options()
+    options.deterministic = True
+    threads = int(_data(config, 'num_threads', os.cpu_count() or 1))
+    options.threading.private_threadpool_size = threads
+    options.autotune.enabled = True
+    options.experimental_optimization.map_parallelization = True
+    return ds.with_options(options)
+
+
+def _as_numpy(ds) -> Iterator[dict[str, np.ndarray]]:
+    for batch in ds.as_numpy_iterator():
+        yield batch
+
+
+def train_batches(config, start_step: int, process_index: int, process_count: int, *,
+                  token_is_valid: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """The trainer contract (trainer/task.py): host-local numpy batches k = start_step, ..."""
+    return _as_numpy(make_dataset(config, process_index, process_count, start_step=start_step,
+                                  token_is_valid=token_is_valid))
+
+
+def eval_batches(config, start_step: int, process_index: int, process_count: int, *,
+                 token_is_valid: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """One deterministic pass over data.eval_path (start_step is ignored)."""
+    del start_step
+    return _as_numpy(make_dataset(config, process_index, process_count, train=False,
+                                  token_is_valid=token_is_valid))
+
+
+def make_batch_functions(config, token_is_valid: np.ndarray | None = None):
+    """(train_batches, eval_batches) with the (start_step, process_index, process_count)
+    signature of trainer.task.Task."""
+    def train_fn(start_step, process_index, process_count):
+        return train_batches(config, start_step, process_index, process_count,
+                             token_is_valid=token_is_valid)
+
+    def eval_fn(start_step, process_index, process_count):
+        return eval_batches(config, start_step, process_index, process_count,
+                            token_is_valid=token_is_valid)
+    return train_fn, eval_fn
+
+
+def default_token_is_valid(vocab_size: int = 32768) -> np.ndarray:
+    """Fallback TOKEN_IS_VALID table when no tokenizer table is given: every id > 10 valid
+    (pass `Tokenizer.valid_token_mask()` for the spec's rule)."""
+    table = np.ones(vocab_size, bool)
+    table[:11] = False
+    return table

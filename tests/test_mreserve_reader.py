@@ -1,0 +1,267 @@
+"""The MERLOT Reserve pretraining reader on synthetic records in the spec §3.2 schema."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_pipeline import mreserve_masking as masking
+from data_pipeline import mreserve_reader as reader
+
+TINY = dict(num_segments=4, num_segment_groups=2, num_audio_subsegments=3, lang_seq_len=64,
+            seq_len=76, mask_rate=0.25, text_span_budget=4, use_audio_token_prob=0.5,
+            num_text_seqs=1, num_text_seqs_in_record=1)
+BASE = dict(TINY, num_segments=16, lang_seq_len=160, seq_len=640, text_span_budget=38)
+
+
+def make_config(data, grid, path, batch=4, seed=0, **extra):
+    return {'seed': seed, 'train': {'global_batch': batch},
+            'model': {'output_grid': grid, 'vocab_size': 32768},
+            'data': dict(data, train_path=path, eval_path=path, shuffle_buffer=8,
+                         cycle_length=2, num_threads=2, **extra)}
+
+
+def _feature(values, kind):
+    if kind == 'bytes':
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+    if kind == 'float':
+        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def make_record(rng: np.random.Generator, small: bool = True) -> bytes:
+    """One 16-chunk record with random JPEG frames/spectrograms and timed tokens."""
+    feats = {}
+    video = 0
+    h, w = (64, 96) if small else (288, 512)
+    for i in range(16):
+        p = f'c{i:02d}/'
+        if i and rng.random() < 0.15:
+            video += 1
+        first_of_video = i == 0 or feats[f'c{i - 1:02d}/video_src_idx'].int64_list.value[0] != video
+        portrait = rng.random() < 0.2
+        shape = (w, h, 3) if portrait else (h, w, 3)
+        img = tf.io.encode_jpeg(rng.integers(0, 256, shape, dtype=np.uint8), quality=75).numpy()
+        spec = tf.io.encode_jpeg(rng.integers(0, 256, (64, 188, 1), dtype=np.uint8)).numpy()
+        n_words = int(rng.integers(0, 14))
+        starts = np.sort(rng.uniform(0, 5, n_words))
+        ends = starts + rng.uniform(0.05, 0.4, n_words)
+        ids = rng.integers(11, 32768, n_words)
+        feats.update({
+            p + 'image/encoded': _feature([img], 'bytes'),
+            p + 'image/height': _feature([shape[0]], 'int'),
+            p + 'image/width': _feature([shape[1]], 'int'),
+            p + 'image/key/sha256': _feature([hashlib.sha256(img).hexdigest().encode()], 'bytes'),
+            p + 'image/format': _feature([b'jpeg'], 'bytes'),
+            p + 'spectrogram/encoded': _feature([spec], 'bytes'),
+            p + 'spectrogram/height': _feature([64], 'int'),
+            p + 'spectrogram/width': _feature([188], 'int'),
+            p + 'spectrogram/magic_number': _feature([float(rng.uniform(20, 60))], 'float'),
+            p + 'youtube_id': _feature([b'abcdefghijk'], 'bytes'),
+            p + 'video_src_idx': _feature([video], 'int'),
+            p + 'video_src_index': _feature([video], 'int'),
+            p + 'title': _feature(rng.integers(11, 32768, 5 if first_of_video else 0), 'int'),
+            p + 'description': _feature(rng.integers(11, 32768, 30 if first_of_video else 0),
+                                        'int'),
+            p + 'tags': _feature(rng.integers(11, 32768, 4 if first_of_video else 0), 'int'),
+            p + 'playback_speed': _feature([int(rng.integers(1, 4))], 'int'),
+            p + 'start_time': _feature([5.0 * i], 'float'),
+            p + 'end_time': _feature([5.0 * i + 5], 'float'),
+            p + 'tok_ids': _feature(ids, 'int'),
+            p + 'tok_start_times': _feature(starts, 'float'),
+            p + 'tok_end_times': _feature(ends, 'float'),
+            p + 'random_text': _feature(rng.integers(1, 32768, 1536 if i < 2 else 0), 'int'),
+        })
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+def write_records(directory, n_files=4, per_file=6, seed=0, small=True):
+    """Files `train0000i.tfrecord`; the first token id of record r in file f is unique so
+    records can be told apart: returns {file: [record ids]}."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(directory, exist_ok=True)
+    for f in range(n_files):
+        with tf.io.TFRecordWriter(os.path.join(directory, f'train{f:05d}.tfrecord')) as w:
+            for _ in range(per_file):
+                w.write(make_record(rng, small))
+    return os.path.join(directory, '*.tfrecord')
+
+
+@pytest.fixture(scope='module')
+def tiny_path(tmp_path_factory):
+    return write_records(str(tmp_path_factory.mktemp('mreserve_records')))
+
+
+def take(it, n):
+    return [next(it) for _ in range(n)]
+
+
+def check_invariants(batch, c: masking.SequenceConfig):
+    n_trg = c.num_targets
+    for b in range(batch['images'].shape[0]):
+        ptr_count = {}
+        for key in reader.SEQUENCE_KEYS:
+            tok, aptr, tptr = (batch[key][b], batch[key + '/audio_ptr'][b],
+                               batch[key + '/text_ptr'][b])
+            for row_t, row_a, row_p in zip(tok, aptr, tptr):
+                is_mask = row_t == masking.MASK
+                assert (row_p[is_mask] >= 0).all(), key
+                if key != 'text2audio':
+                    assert (row_p[~is_mask] == -1).all(), key
+                else:   # the MASKAUDIO after a MASK shares its text_ptr
+                    assert (row_p[~is_mask & (row_t != masking.MASKAUDIO)] == -1).all()
+                for p in row_p[is_mask]:
+                    ptr_count[p] = ptr_count.get(p, 0) + 1
+                # AUDIOSPAN: complete runs of 6 with one audio_ptr each, in order
+                pos = np.flatnonzero(row_t == masking.AUDIOSPAN)
+                assert len(pos) % 6 == 0, key
+                for run in pos.reshape(-1, 6):
+                    assert (np.diff(run) == 1).all(), key
+                    assert len(set(row_a[run])) == 1 and row_a[run[0]] >= 0, key
+                if key != 'random_text':   # (the matching sequence's metadata prefix: -1)
+                    body = np.arange(len(row_t)) >= np.argmax(row_t == masking.LTOVPOOL)
+                    valid = row_a[(row_t != 0) & (body if key == 'audio_text_matching' else True)]
+                    assert ((valid >= 0) & (valid < c.num_audio_spans)).all(), key
+                # padding is (0, -1, -1) and only at the end
+                pad = row_t == 0
+                if pad.any():
+                    assert pad[np.argmax(pad):].all(), key
+                    assert (row_a[pad] == -1).all() and (row_p[pad] == -1).all(), key
+            if key in ('text2audio', 'audio2text'):
+                # group g only holds rows of its own segments
+                rpg = c.rows_per_group
+                for g in range(c.num_segment_groups):
+                    a = aptr[g][tok[g] != 0]
+                    assert ((a >= g * rpg) & (a < (g + 1) * rpg)).all()
+        assert all(v == 1 for v in ptr_count.values()), ptr_count    # one MASK per span
+        spans = batch['text_spans'][b]
+        for p in ptr_count:
+            assert 0 <= p < c.num_text_spans
+            if p >= 2 * n_trg:
+                assert spans[p].any(), 'random-text MASK points at an empty span'
+        # T2A/A2T MASKs with a non-empty text point at non-empty spans and vice versa
+        t2a = batch['text2audio'][b]
+        maskaudio_ptr = batch['text2audio/audio_ptr'][b][t2a == masking.MASKAUDIO]
+        assert len(set(maskaudio_ptr.tolist())) == len(maskaudio_ptr)
+        atm = batch['audio_text_matching'][b][0]
+        assert (atm == masking.LTOVPOOL).sum() <= c.num_segments
+
+
+def test_tiny_batch_shapes_dtypes_and_invariants(tiny_path):
+    config = make_config(TINY, (4, 6), tiny_path)
+    batch = next(reader.train_batches(config, 0, 0, 1))
+    spec = reader.make_batch_spec(config)
+    assert sorted(batch) == sorted(spec)
+    for key, (shape, dtype) in spec.items():
+        assert batch[key].shape == (4,) + shape, key
+        assert batch[key].dtype == dtype, key
+    assert spec['images'][0] == (96, 768) and spec['text_spans'][0] == (10, 15)
+    assert spec['text2audio'][0] == (2, 64) and spec['random_text'][0] == (1, 76)
+    assert 0.0 <= batch['images'].min() and batch['images'].max() <= 1.0
+    speed = batch['audio_clips'][..., -1]
+    assert set(np.unique(speed)) <= {1.0, 2.0, 3.0}
+    c = reader.sequence_config(config)
+    for b in take(reader.train_batches(config, 0, 0, 1), 3):
+        check_invariants(b, c)
+
+
+def test_batch_spec_matches_model_layout():
+    """Same keys/shapes as the model package's synthetic batch (tests may import mreserve)."""
+    pytest.importorskip('flax')
+    from mreserve.model_config import ModelConfig
+    from mreserve.synthetic import batch_shapes
+    for data, grid in ((TINY, (4, 6)), (BASE, (12, 20))):
+        config = make_config(data, grid, '')
+        spec = reader.make_batch_spec(config)
+        theirs = batch_shapes(ModelConfig.from_config(config), 3)
+        assert sorted(spec) == sorted(theirs)
+        for key, (shape, dtype) in theirs.items():
+            assert (3,) + spec[key][0] == shape and spec[key][1] == np.dtype(dtype), key
+
+
+def test_resume_reproduces_the_stream(tiny_path):
+    config = make_config(TINY, (4, 6), tiny_path, batch=4)
+    full = take(reader.train_batches(config, 0, 0, 1), 9)    # 36 records: into epoch 2
+    for k in (3, 7):
+        resumed = take(reader.train_batches(config, k, 0, 1), 9 - k)
+        for a, b in zip(full[k:], resumed):
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=f'step {k} {key}')
+    other_seed = next(reader.train_batches(make_config(TINY, (4, 6), tiny_path, seed=1),
+                                           0, 0, 1))
+    assert not np.array_equal(other_seed['images'], full[0]['images'])
+
+
+def test_two_hosts_read_disjoint_files(tiny_path):
+    sources = [reader.RecordSource(tiny_path, i, 2) for i in range(2)]
+    files = [{f for f, _, _ in s.shards} for s in sources]
+    assert files[0] and files[1] and not files[0] & files[1]
+    assert len(files[0] | files[1]) == 4
+    config = make_config(TINY, (4, 6), tiny_path, batch=4)
+    b0, b1 = (next(reader.train_batches(config, 0, i, 2)) for i in range(2))
+    assert b0['images'].shape[0] == 2
+    assert not np.array_equal(b0['images'], b1['images'])
+
+
+def test_eval_is_deterministic(tiny_path):
+    config = make_config(TINY, (4, 6), tiny_path)
+    runs = [list(reader.eval_batches(config, 0, 0, 1)) for _ in range(2)]
+    runs.append(list(reader.eval_batches(dict(config, seed=5), 0, 0, 1)))
+    assert len(runs[0]) == 24 // 4
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_base_shapes(tmp_path):
+    path = write_records(str(tmp_path), n_files=1, per_file=2, small=False)
+    config = make_config(BASE, (12, 20), path, batch=2)
+    batch = next(reader.train_batches(config, 0, 0, 1))
+    for key, (shape, dtype) in reader.make_batch_spec(config).items():
+        assert batch[key].shape == (2,) + shape and batch[key].dtype == dtype, key
+    assert batch['images'].shape == (2, 3840, 768) and batch['text_spans'].shape == (2, 62, 15)
+    check_invariants(batch, reader.sequence_config(config))
+    # the random-text sequence is filled back towards seq_len
+    assert (batch['random_text'] != 0).sum(-1).min() > 500
+
+
+def test_meta_prefix_ids_match_the_bpe():
+    path = os.path.join(os.path.dirname(__file__), '..', '..', 'shared', 'tokenizers',
+                        'mreserve_lowercase_bpe.json')
+    if not os.path.exists(path):
+        pytest.skip('BPE tokenizer JSON not available')
+    pytest.importorskip('tokenizers')
+    from data_pipeline.tokenizer import BPETokenizer
+    tok = BPETokenizer(path)
+    assert [tuple(tok.encode(s)) for s in ('title:', 'description:', 'tags:')] == list(
+        masking.META_PREFIX_IDS)
+
+
+def test_space_to_depth_order():
+    """Patch (0, 1) of the grid, depth (dy·16 + dx)·3 + c, from an image with known pixels."""
+    ys, xs = np.meshgrid(np.arange(64), np.arange(96), indexing='ij')
+    img = np.stack([ys, xs, np.zeros_like(ys)], -1).astype(np.uint8)
+    encoded = tf.io.encode_png(img)       # lossless; decode_jpeg also reads PNG
+    patches = reader.decode_image(encoded, (4, 6), tf.constant([0, 0], tf.int64),
+                                  train=False).numpy()
+    p = patches[1].reshape(16, 16, 3) * 255
+    np.testing.assert_allclose(p[..., 0], np.arange(16)[:, None] * np.ones((1, 16)), atol=1)
+    np.testing.assert_allclose(p[..., 1], 16 + np.arange(16)[None, :] * np.ones((16, 1)),
+                               atol=1)
+
+
+def test_audio_windows():
+    spec = tf.io.encode_jpeg(np.full((64, 188, 1), 100, np.uint8), quality=100)
+    clips, starts = reader.decode_audio(spec, 50.0, 2, tf.constant([1, 2], tf.int64),
+                                        train=False)
+    assert clips.shape == (3, 60, 65)
+    np.testing.assert_array_equal(starts.numpy(), [2, 64, 126])
+    np.testing.assert_allclose(clips[..., :64].numpy(), 2.0, atol=0.05)
+    np.testing.assert_array_equal(clips[..., 64].numpy(), 2.0)
+    _, starts = reader.decode_audio(spec, 50.0, 2, tf.constant([1, 2], tf.int64), train=True)
+    gaps = starts.numpy() - [0, 60, 120]
+    assert (np.diff(gaps) >= 0).all() and gaps.min() >= 0 and gaps.max() <= 8
