@@ -165,15 +165,15 @@ def probe(path, require_video: bool = False, require_audio: bool = False) -> Med
         return MediaInfo(**info)
 
 
-def _scan_packets(container, stream, path, max_backstep: float = 1.0) -> int:
-    """Demuxes (without decoding) the packets of one stream; returns their number.
+def _scan_packets(container, stream, path, max_backstep: float = 1.0) -> list[float]:
+    """Demuxes (without decoding) the packets of one stream; returns the key-frame times.
 
     Raises MediaError when there are none, or when a timestamp falls more than
     ``max_backstep`` seconds behind the latest one seen: B-frame reordering moves timestamps
     back by a few frames only, a restart means the stream was cut and spliced (as in
     ../shared/media/truncated.mkv, whose video restarts at 0 s after 2.24 s, mid-GOP).
     """
-    count, latest = 0, None
+    count, latest, keyframes = 0, None, []
     try:
         for packet in container.demux(stream):
             ts = packet.pts if packet.pts is not None else packet.dts
@@ -185,11 +185,13 @@ def _scan_packets(container, stream, path, max_backstep: float = 1.0) -> int:
                                        f'back from {latest:.2f}s to {t:.2f}s at byte {packet.pos}')
             latest = t if latest is None else max(latest, t)
             count += 1
+            if packet.is_keyframe:
+                keyframes.append(t)
     except av.FFmpegError as e:
         raise MediaError(path, f'corrupt {stream.type} stream ({e})') from e
     if not count:
         raise MediaError(path, f'no {stream.type} packets')
-    return count
+    return sorted(keyframes)
 
 
 def _duration(container) -> float | None:
@@ -209,7 +211,7 @@ def extract_frames(path, times: Sequence[float], max_short_side: int | None = No
     """RGB frames nearest to each timestamp: uint8 ``[len(times), H, W, 3]`` in the order given.
 
     Times are sorted internally; the decoder seeks to the key frame before a target only when
-    the target is behind the decoder or more than ``1 s`` ahead, and otherwise decodes on.
+    the target is behind the decoder or a key frame lies between them, else decodes on.
     Times past the last frame give the last frame. Raises MediaError when no frame decodes.
 
     All frames come out at the stream's coded size (also when the resolution changes midway),
@@ -224,13 +226,13 @@ def extract_frames(path, times: Sequence[float], max_short_side: int | None = No
         if not container.streams.video:
             raise MediaError(path, 'no video stream')
         stream = container.streams.video[0]
-        _scan_packets(container, stream, path)
+        keyframes = np.asarray(_scan_packets(container, stream, path)) - _origin(container)
         stream.thread_type = 'AUTO'
         height, width = stream.codec_context.height, stream.codec_context.width
         if max_short_side and min(height, width) > max_short_side:
             scale = max_short_side / min(height, width)
             height, width = round(height * scale), round(width * scale)
-        frames = _FrameCursor(container, stream, _origin(container), path)
+        frames = _FrameCursor(container, stream, _origin(container), keyframes, path)
         for i in np.argsort(times, kind='stable'):
             frame = frames.nearest(float(times[i]))
             if (frame.height, frame.width) != (height, width):
@@ -240,11 +242,16 @@ def extract_frames(path, times: Sequence[float], max_short_side: int | None = No
 
 
 class _FrameCursor:
-    """Walks a video stream forward, seeking only when it has to."""
-    SEEK_AHEAD = 1.0
+    """Walks a video stream forward, seeking only when it has to.
 
-    def __init__(self, container, stream, origin, path):
+    A target behind the decoder needs a seek; one ahead needs a seek only if a key frame lies
+    between the decoder and the target (else decoding on is cheaper than re-decoding from
+    the same key frame). Key-frame times come from the demux scan.
+    """
+
+    def __init__(self, container, stream, origin, keyframes, path):
         self.container, self.stream, self.origin, self.path = container, stream, origin, path
+        self.keyframes = keyframes
         self.prev = None        # (time, frame) last decoded frame at or before the target
         self.next = None        # first decoded frame after the target (lookahead)
         self.it = container.decode(stream)      # from the start, should seeking fail
@@ -265,6 +272,10 @@ class _FrameCursor:
         self.it = self.container.decode(self.stream)
         return True
 
+    def _keyframe_between(self, decoded: float, t: float) -> bool:
+        i = np.searchsorted(self.keyframes, t, side='right')      # key frames <= t
+        return i > 0 and self.keyframes[i - 1] > decoded
+
     def _decode_next(self):
         try:
             frame = next(self.it, None)
@@ -274,7 +285,7 @@ class _FrameCursor:
 
     def nearest(self, t: float):
         known = self.prev or self.next
-        if known is None or t < known[0] or t > known[0] + self.SEEK_AHEAD:
+        if known is None or t < known[0] or self._keyframe_between(known[0], t):
             ok = self._seek(t)
             self.next = self._decode_next() if ok else None
             # Some demuxers land after the target, or nowhere when it is past the end:
