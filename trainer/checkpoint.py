@@ -15,7 +15,13 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from trainer import params_io
+
 log = logging.getLogger(__name__)
+
+
+class CheckpointWriteError(OSError):
+    """Writing a checkpoint failed (for example no space left); older ones are untouched."""
 
 
 class Checkpointer:
@@ -38,10 +44,18 @@ class Checkpointer:
         return step % self.every == 0
 
     def save(self, step: int, state: Any, data_state: dict, force: bool = False) -> bool:
-        return self.manager.save(
-            step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                          data=ocp.args.JsonSave(data_state)),
-            force=force)
+        try:
+            return self.manager.save(
+                step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                              data=ocp.args.JsonSave(data_state)),
+                force=force)
+        except Exception as error:
+            raise self._write_error(step, error) from error
+
+    def _write_error(self, step, error) -> CheckpointWriteError:
+        return CheckpointWriteError(
+            f'writing checkpoint {step} to {self.directory} failed: {type(error).__name__}: '
+            f'{error}. Earlier checkpoints are intact: {self.steps()}')
 
     def restore(self, abstract_state: Any, step: int | None = None):
         """Restore the newest readable checkpoint (or `step`): (step, state, data_state) or None.
@@ -51,6 +65,7 @@ class Checkpointer:
         """
         candidates = [step] if step is not None else sorted(self.steps(), reverse=True)
         for candidate in candidates:
+            self._check_shapes(candidate, abstract_state)
             try:
                 restored = self.manager.restore(
                     candidate, args=ocp.args.Composite(
@@ -65,11 +80,27 @@ class Checkpointer:
             return candidate, restored['state'], dict(restored['data'] or {})
         return None
 
+    def _check_shapes(self, step: int, abstract_state: Any) -> None:
+        """A checkpoint from another config is an error, not a reason to fall back: name the
+        first mismatching path. Unreadable metadata is left to the restore attempt."""
+        path = os.path.join(self.directory, str(step), 'state')
+        try:
+            stored = params_io.stored_metadata(path)
+        except Exception:  # noqa: BLE001 - unreadable: handled (and reported) by restore
+            return
+        try:  # the params decide; the optimizer state follows them
+            params_io.check_shapes(abstract_state.params, stored['params'])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f'checkpoint {path} does not fit this model: {error}') from None
+
     def wait(self):
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as error:
+            raise self._write_error(self.latest_step(), error) from error
 
     def close(self):
-        self.manager.wait_until_finished()
+        self.wait()
         self.manager.close()
 
 

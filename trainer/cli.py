@@ -28,7 +28,10 @@ def define_flags(default_config: str | None = None):
     flags.DEFINE_string('coordinator_address', '', 'multi-host coordinator HOST:PORT')
     flags.DEFINE_integer('num_processes', 0, 'number of processes (multi-host)')
     flags.DEFINE_integer('process_id', -1, 'this process (multi-host)')
-    flags.DEFINE_integer('distributed_timeout', 300, 'seconds to wait for the other processes')
+    flags.DEFINE_integer('distributed_timeout', 300, 'seconds to wait for the other processes '
+                         'to join at start-up')
+    flags.DEFINE_integer('heartbeat_timeout', 100, 'seconds without a heartbeat after which a '
+                         'process counts as dead and the others stop with an error')
 
 
 def config_error(message: str) -> None:
@@ -66,7 +69,8 @@ def train_main(build_task: Callable, argv: list[str] | None = None,
         config_error("flag 'workdir' is required")
     from trainer import distributed
     distributed.initialize(flags.FLAGS.coordinator_address, flags.FLAGS.num_processes,
-                           flags.FLAGS.process_id, flags.FLAGS.distributed_timeout)
+                           flags.FLAGS.process_id, flags.FLAGS.distributed_timeout,
+                           flags.FLAGS.heartbeat_timeout)
     setup_logging()
     from trainer.config import validate_static
     from trainer.loop import train

@@ -9,7 +9,9 @@ import jax
 
 
 def initialize(coordinator: str = '', num_processes: int = 0, process_id: int = -1,
-               timeout_s: int = 300) -> None:
+               timeout_s: int = 300, heartbeat_s: int = 100) -> None:
+    """Join the other processes. A process that stops sending heartbeats for `heartbeat_s`
+    seconds is declared dead and every other process stops with an error instead of hanging."""
     coordinator = coordinator or os.environ.get('JAX_COORDINATOR_ADDRESS', '')
     num_processes = num_processes or int(os.environ.get('JAX_NUM_PROCESSES', '0'))
     if process_id < 0:
@@ -19,7 +21,8 @@ def initialize(coordinator: str = '', num_processes: int = 0, process_id: int = 
             jax.config.update('jax_cpu_collectives_implementation', 'gloo')
         jax.distributed.initialize(coordinator_address=coordinator,
                                    num_processes=num_processes, process_id=process_id,
-                                   initialization_timeout=timeout_s)
+                                   initialization_timeout=timeout_s,
+                                   heartbeat_timeout_seconds=heartbeat_s)
     elif _on_tpu_vm():
         jax.distributed.initialize()
 

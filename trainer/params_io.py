@@ -58,10 +58,16 @@ def stored_metadata(path: str):
     return getattr(meta, 'tree', meta)
 
 
+def _key_name(key) -> str:
+    for attr in ('key', 'name', 'idx'):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
 def _flat(tree) -> dict[str, Any]:
     flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {'/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path): leaf
-            for path, leaf in flat}
+    return {'/'.join(_key_name(k) for k in path): leaf for path, leaf in flat}
 
 
 def check_shapes(expected: Any, actual: Any) -> None:
