@@ -217,6 +217,8 @@ def extract_frames(path, times: Sequence[float], max_short_side: int | None = No
     All frames come out at the stream's coded size (also when the resolution changes midway),
     or, with ``max_short_side``, shrunk (area filter, aspect kept) so the shorter side is at
     most that: e.g. 576 bounds memory for long HD videos and leaves room for the 288 resize.
+    Frames are turned upright by the display-matrix rotation (phone videos), as the ffmpeg
+    command line of the original does, so H and W may be the coded W and H.
     """
     times = np.asarray(times, dtype=np.float64)
     if times.ndim != 1 or not len(times):
@@ -235,10 +237,11 @@ def extract_frames(path, times: Sequence[float], max_short_side: int | None = No
         frames = _FrameCursor(container, stream, _origin(container), keyframes, path)
         for i in np.argsort(times, kind='stable'):
             frame = frames.nearest(float(times[i]))
+            rotation = frame.rotation        # display matrix, degrees counterclockwise
             if (frame.height, frame.width) != (height, width):
                 frame = frame.reformat(width=width, height=height, interpolation='AREA')
-            out[i] = frame.to_ndarray(format='rgb24')
-    return np.stack(out)
+            out[i] = np.rot90(frame.to_ndarray(format='rgb24'), k=round(rotation / 90) % 4)
+    return np.ascontiguousarray(np.stack(out))
 
 
 class _FrameCursor:

@@ -201,3 +201,21 @@ def test_cut_downloads_raise(media_dir, tmp_path, ext, what):
     (tmp_path / f'tiny.{ext}').write_bytes(data[:6])
     with pytest.raises(media.MediaError, match=f'tiny.{ext}: (corrupt EBML header|cannot open)'):
         media.probe(tmp_path / f'tiny.{ext}')
+
+
+def test_display_rotation_is_applied(tmp_path):
+    """A portrait phone video stored landscape with a 90-degree display matrix."""
+    coded = np.zeros((64, 96, 3), np.uint8)
+    coded[:16, :16] = 255                                    # marker at the coded top-left
+    path = tmp_path / 'rotated.mp4'
+    with av.open(str(path), 'w') as out:
+        stream = out.add_stream('libx264', rate=1)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, 'yuv420p'
+        stream.set_display_rotation(90)                      # counterclockwise
+        frame = av.VideoFrame.from_ndarray(coded, format='rgb24')
+        frame.pts = 0
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    upright = media.extract_frames(path, [0.0])[0]
+    assert upright.shape == (96, 64, 3)
+    assert upright[-16:, :16].mean() > 200 and upright[:16, :16].mean() < 50   # now bottom-left
