@@ -71,6 +71,7 @@ def convert_tensor(key: str, value: np.ndarray, targets: Targets):
     path = module + (leaf,)
     if path not in targets:
         raise KeyError(f'{key}: no Flax parameter at {"/".join(path)}')
+    original_shape = np.shape(value)
     value = np.asarray(value, np.float32)
     if leaf == 'kernel':
         value = value.transpose(2, 1, 0) if value.ndim == 3 else value.T
@@ -81,8 +82,8 @@ def convert_tensor(key: str, value: np.ndarray, targets: Targets):
                                                 np.float32)])
     if value.shape != want:
         raise ShapeMismatchError(
-            f'{key}: original shape {tuple(np.shape(value))} (as Flax {"/".join(path)}) does not '
-            f'match the model shape {want}')
+            f'{key}: original shape {tuple(original_shape)} (as Flax {"/".join(path)}: '
+            f'{value.shape}) does not match the model shape {want}')
     return path, value
 
 
@@ -171,7 +172,8 @@ def convert_roberta(roberta: dict[str, np.ndarray], config: HeroConfig, rng):
         renamed['v_encoder.f_encoder.' + rest] = value
     loaded = map_state_dict(renamed, config, strict=False)
     model = HeroModel(dataclasses.replace(config, scan_layers=False))
-    fresh = flatten_dict(jax.tree.map(np.asarray, nn.meta.unbox(init_params(model, rng))))
+    fresh = jax.jit(lambda r: nn.meta.unbox(init_params(model, r)))(rng)
+    fresh = flatten_dict(jax.tree.map(np.asarray, fresh))
     fresh.update(loaded)
     mask_key = ('v_encoder', 'mask_embedding', 'embedding')
     fresh[mask_key] = fresh[mask_key].copy()
