@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -231,7 +232,8 @@ def build_corpus(out_dir: str, num_videos: int = 160, seed: int = 0, val_fractio
     jobs = [(out_dir, split, seed, i, video_kwargs) for i, split in enumerate(splits)]
     workers = workers or min(2, os.cpu_count() or 1)
     if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        # spawn, not fork: the caller may have started threads (TensorFlow, JAX)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as pool:
             entries = list(pool.map(_build_one, jobs, chunksize=4))
     else:
         entries = [_build_one(job) for job in jobs]

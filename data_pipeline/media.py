@@ -50,7 +50,7 @@ class MediaInfo:
     has_video: bool
     has_audio: bool
     fps: float | None = None        # average frame rate of the first video stream
-    width: int | None = None
+    width: int | None = None        # coded size; extract_frames also applies display rotation
     height: int | None = None
     video_codec: str | None = None
     audio_codec: str | None = None
