@@ -623,7 +623,8 @@ def run(args: argparse.Namespace) -> dict:
     worker_cpu = 0.0
 
     def finish_shard(s: int) -> None:
-        outcomes = [results.pop(s)[pos] for pos in range(expected[s])]
+        by_position = results.pop(s)
+        outcomes = [by_position[pos] for pos in range(expected[s])]
         records, in_records, dropped = shard_records(outcomes, s, n, args.seed, text_rows)
         shards.write_shard(args.out, args.split, s, n, records, dict(
             split=args.split, shard=s, num_shards=n, seed=args.seed,
