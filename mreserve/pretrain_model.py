@@ -109,6 +109,7 @@ class MerlotReservePretrainer(MerlotReserve):
         """
         c = self.config
         dt = jnp.dtype(c.dtype)
+        batch = {k: jnp.asarray(v) for k, v in batch.items()}
         keys = self._random_keys(batch, rng)
         batch_size = batch['images'].shape[0]
         vision = self.vision_encoder(

@@ -84,7 +84,7 @@ def random_example(c: ModelConfig, seed: int, index: int) -> dict[str, np.ndarra
     n_random = c.text_span_budget
     random_spans = [words(rng.integers(1, 6)) for _ in range(n_random)]
     rand = ([], [], [])
-    for i, span in enumerate(random_spans):
+    for i in range(n_random):
         filler = words(rng.integers(1, 4))
         rand[0].extend(filler + [MASK])
         rand[1].extend([i] * (len(filler) + 1))
