@@ -61,6 +61,11 @@ is complete, and ``summary.json``. Each record holds the keys of :data:`FEATURES
 §3.2), the video index written as both ``video_src_idx`` (original writer) and
 ``video_src_index`` (original reader). Parse with
 ``tf.io.parse_single_example(serialized, FEATURES)``; list-valued keys come back sparse.
+
+Re-running skips finished shards; it assumes the same videos and ``--num-shards`` (a
+warning names finished shards made from other videos). A shard's chunks stay in memory
+until it is written (~40 KB a chunk), so pick ``--num-shards`` for shards of at most a few
+thousand records (the original: ~2,400).
 """
 from __future__ import annotations
 
@@ -579,6 +584,18 @@ def _run_jobs(jobs: list[tuple[object, VideoJob]], workers: int, tokenizer_spec:
                 todo.append((key, job))
 
 
+def _warn_if_inputs_changed(out: str, split: str, n: int, videos: list[str],
+                            pending: list[int]) -> None:
+    """Resuming assumes the same videos and --num-shards: say so when a finished shard was
+    made from other videos than the ones it would get now."""
+    for s in sorted(set(range(n)) - set(pending)):
+        paths = [v['path'] for v in shards.read_index(out, split, s, n).get('videos', [])]
+        if paths != videos[s::n]:
+            print(f'warning: {shards.shard_filename(split, s, n)} was written from other '
+                  f'videos than it would get now; it is kept (delete it to redo it)',
+                  file=sys.stderr)
+
+
 def _video_entry(result: dict) -> dict:
     keys = ('path', 'id', 'status', 'reason', 'duration', 'words', 'tokens', 'no_transcript',
             'cpu_seconds')
@@ -604,8 +621,10 @@ def run(args: argparse.Namespace) -> dict:
     text_rows = random_text_rows(args.text_corpus, tokenizer) if args.text_corpus else None
     os.makedirs(args.out, exist_ok=True)
 
+    shards.remove_stale_temporaries(args.out)
     n = args.num_shards
     pending = [s for s in range(n) if not shards.is_finished(args.out, args.split, s, n)]
+    _warn_if_inputs_changed(args.out, args.split, n, videos, pending)
     jobs, expected = [], {}
     for s in pending:
         members = videos[s::n]

@@ -46,6 +46,26 @@ def _tmp_name(path: str) -> str:
     return os.path.join(folder, f'.{name}.{os.getpid()}.tmp')
 
 
+def remove_stale_temporaries(out_dir: str) -> list[str]:
+    """Deletes temporaries left by writers that died (their process id is gone)."""
+    removed = []
+    for folder in (out_dir, os.path.join(out_dir, INDEX_DIR)):
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            parts = name.split('.')
+            if not (name.startswith('.') and name.endswith('.tmp') and parts[-2].isdigit()):
+                continue
+            try:
+                os.kill(int(parts[-2]), 0)
+                continue                      # its writer is still running
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            os.remove(os.path.join(folder, name))
+            removed.append(name)
+    return removed
+
+
 def write_json_atomic(path: str, obj) -> None:
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     tmp = _tmp_name(path)

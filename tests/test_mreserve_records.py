@@ -100,6 +100,25 @@ def test_write_shard_is_atomic(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ['index', 'train00001of00002.tfrecord']
 
 
+def test_stale_temporaries_are_removed(tmp_path):
+    dead = tmp_path / '.train00000of00001.tfrecord.999999999.tmp'
+    alive = tmp_path / f'.train00000of00001.tfrecord.{os.getpid()}.tmp'
+    dead.write_bytes(b'half')
+    alive.write_bytes(b'half')
+    assert shards.remove_stale_temporaries(str(tmp_path)) == [dead.name]
+    assert alive.exists() and not dead.exists()
+
+
+def test_black_bars_are_the_same_in_one_or_two_passes(media_dir):
+    times = [0.3, 1.1, 2.0, 2.9, 3.7, 4.4, 5.2]
+    path = str(media_dir / 'lego.webm')
+    one = list(mr.stored_frames(path, times))
+    two = list(mr.stored_frames(path, times, batch=3))
+    assert len(one) == len(two) == len(times)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.fixture(scope='module')
 def corpus(tmp_path_factory, media_dir, shared_dir):
     tokenizer = shared_dir / 'tokenizers' / 'mreserve_lowercase_bpe.json'
@@ -172,6 +191,23 @@ def test_same_clip_in_three_containers(first_run, corpus):
         assert outcomes[0]['chunks'][0][key] == outcomes[1]['chunks'][0][key] \
             == outcomes[2]['chunks'][0][key], key
     assert len(outcomes[0]['chunks'][0]['tok_ids']) >= len(LEGO_WORDS) - 2   # centres < end
+
+
+def test_metadata_on_the_first_chunk(corpus, tmp_path):
+    meta = {'title': 'Two friends on the phone', 'description': 'A call.',
+            'tags': ['phone', 'chat'], 'view_count': 12, 'uploader': 'not kept'}
+    (tmp_path / 'talk0.info.json').write_text(json.dumps(meta))
+    found = mr.index_files([str(tmp_path)], ('.info.json', '.json'))
+    tokenizer = mr.load_tokenizer(corpus.tokenizer)
+    outcome = mr.process_video(mr.VideoJob(
+        str(corpus.videos / 'talk0.mp4'), 'talk0', str(corpus.transcripts / 'talk0.stm'),
+        found['talk0'], 0), tokenizer)
+    first, second = outcome['chunks'][:2]
+    assert first['title'] == tokenizer.encode(meta['title'])
+    assert first['tags'] == tokenizer.encode('phone, chat')
+    info = json.loads(first['meta'])
+    assert info['view_count'] == 12 and 'uploader' not in info and info['num_words'] == 81
+    assert second['title'] == second['tags'] == [] and second['meta'] == b''
 
 
 def test_records_parse_with_the_schema(first_run):
