@@ -470,7 +470,11 @@ def shard_records(results: Sequence[dict], shard: int, num_shards: int, seed: in
 # ----------------------------------------------------------------------------- inputs
 
 def expand_videos(patterns: Sequence[str]) -> list[str]:
-    """Files, folders (searched recursively for video extensions) and globs -> sorted paths."""
+    """Files (taken as they are), folders (searched recursively) and globs -> sorted paths.
+
+    Folders and globs yield files with a video extension only (so transcripts stored next
+    to the videos are not taken for videos), unless the glob itself names the extension.
+    """
     found = set()
     for pattern in patterns:
         if os.path.isdir(pattern):
@@ -480,7 +484,9 @@ def expand_videos(patterns: Sequence[str]) -> list[str]:
         elif os.path.exists(pattern):
             found.add(pattern)
         else:
-            found.update(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+            found.update(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p) and (
+                p.lower().endswith(VIDEO_EXTENSIONS)
+                or os.path.splitext(p)[1].lower() in pattern.lower()))
     return sorted(found)
 
 
@@ -531,10 +537,12 @@ _WORKER: dict = {}
 
 
 def _init_worker(tokenizer_spec: str | None, single_thread: bool = False) -> None:
+    if _WORKER.get('spec', ()) == tokenizer_spec:
+        return
     if single_thread:       # one video per core: no intra-op thread pools on top
         tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-    _WORKER['tokenizer'] = load_tokenizer(tokenizer_spec)
+    _WORKER.update(spec=tokenizer_spec, tokenizer=load_tokenizer(tokenizer_spec))
 
 
 def _run_job(job: VideoJob) -> dict:
@@ -600,6 +608,7 @@ def _video_entry(result: dict) -> dict:
     keys = ('path', 'id', 'status', 'reason', 'duration', 'words', 'tokens', 'no_transcript',
             'cpu_seconds')
     entry = {k: result[k] for k in keys if k in result}
+    entry['cpu_seconds'] = round(entry['cpu_seconds'], 3)
     entry['chunks'] = len(result['chunks'])
     return entry
 
@@ -610,7 +619,9 @@ def run(args: argparse.Namespace) -> dict:
     videos = expand_videos(args.videos)
     if not videos:
         raise SystemExit(f'error: no video files match {args.videos}')
-    transcripts = index_files(args.transcripts, TRANSCRIPT_EXTENSIONS)
+    transcripts = {stem: path for stem, path in
+                   index_files(args.transcripts, TRANSCRIPT_EXTENSIONS).items()
+                   if not path.endswith('.info.json')}          # yt-dlp metadata, not words
     metadata = index_files([args.metadata] if args.metadata else [],
                            ('.v2.info.json.gz', '.info.json.gz', '.info.json', '.json'))
     needs_tokens = bool(transcripts or metadata or args.text_corpus)
@@ -618,6 +629,7 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit('error: --tokenizer bpe:PATH or sp:PATH is needed to tokenise '
                          'transcripts, metadata and --text-corpus')
     tokenizer = load_tokenizer(args.tokenizer)
+    _WORKER.update(spec=args.tokenizer, tokenizer=tokenizer)     # for --workers 1
     text_rows = random_text_rows(args.text_corpus, tokenizer) if args.text_corpus else None
     os.makedirs(args.out, exist_ok=True)
 
