@@ -120,7 +120,8 @@ class QueryFeatEncoder(nn.Module):
         """x (N, T, H) f-TRM text outputs, mask (N, T) -> (N, H)."""
         cfg = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = LinearLayer(cfg, 'embed', style=TORCH, name='query_input_proj', **kw)(
+        # square 768 x 768: the input side takes 'mlp' so no axis name repeats
+        x = LinearLayer(cfg, 'mlp', style=TORCH, name='query_input_proj', **kw)(
             x, deterministic)
         x = PositionOnlyEmbeddings(cfg, cfg.q_max_position_embeddings, init_std=1.0,
                                    name='query_pos_embed', **kw)(x, deterministic)

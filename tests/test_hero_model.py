@@ -70,6 +70,9 @@ def test_logical_axes_use_only_known_names():
     assert all(isinstance(x, nn.Partitioned) for x in leaves)
     used = {n for x in leaves for n in x.names if n is not None}
     assert used <= known, used - known
+    for x in leaves:     # a mesh axis can shard only one dimension of a tensor
+        names = [n for n in x.names if n is not None]
+        assert len(names) == len(set(names)), x.names
 
 
 def test_convert_roundtrip_and_first_mismatch(tiny_params):

@@ -1,0 +1,123 @@
+"""Engine-facing pieces of HERO pretraining: loss functions with the `trainer.task.LossFn`
+signature, the per-step task draw of the 2:2:1:2 mixture, and the batch layout.
+
+Corruption (MLM masking, MFM frame masks, FOM shuffles) happens on device from the step's rng, so
+the input pipeline only delivers clean features and tokens. One global batch holds three parts,
+flattened to `part.key` names for `BatchSpec`:
+  mlm.*    MLM examples (hero/batch_layout.py `mlm` keys without txt_labels)
+  video.*  video batch for MFM and FOM (hero/modeling.py keys)
+  vsm.*    video batch with 5 queries per video, query text removed from the context
+Every part's first axis is split over the data-parallel mesh axes.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from hero import masking, pretrain
+from hero.config import HeroConfig
+from hero.modeling import HeroModel
+from hero.vsm import VsmSettings
+
+TASKS = ('mlm', 'mfm-nce', 'mffr', 'fom', 'vsm')
+
+
+def split_parts(batch):
+    """{'mlm.txt_ids': x, ...} -> {'mlm': {'txt_ids': x}, ...}."""
+    parts: dict[str, dict] = {}
+    for key, value in batch.items():
+        part, name = key.split('.', 1)
+        parts.setdefault(part, {})[name] = value
+    return parts
+
+
+@dataclasses.dataclass(frozen=True)
+class HeroPretraining:
+    """Loss functions of the pretraining tasks for a model and an experiment config."""
+    model: HeroModel
+    config: object   # the experiment ConfigDict (mlm, mfm, fom, vsm, tasks sections)
+
+    @classmethod
+    def from_config(cls, config, dtype=jnp.float32):
+        model = HeroModel(HeroConfig.from_config_dict(config.model), dtype=dtype)
+        return cls(model, config)
+
+    @property
+    def vsm_settings(self) -> VsmSettings:
+        return VsmSettings(**self.config.vsm)
+
+    def mlm(self, params, batch, rng, step):
+        del step
+        cfg = self.config.mlm
+        mask_rng, rng = jax.random.split(rng)
+        ids, labels = masking.mask_tokens(mask_rng, batch['txt_ids'], batch['txt_mask'],
+                                          mask_id=cfg.mask_id,
+                                          random_id_range=tuple(cfg.random_id_range),
+                                          mask_prob=cfg.mask_prob)
+        batch = dict(batch, txt_ids=ids, txt_labels=labels)
+        return pretrain.mlm_loss(self.model, params, batch, rng,
+                                 max_predictions=cfg.max_predictions)
+
+    def _mfm_batch(self, batch, rng):
+        return dict(batch, mfm_mask=masking.mask_frames(rng, batch['frame_mask'],
+                                                        self.config.mfm.mask_prob))
+
+    def mfm_nce(self, params, batch, rng, step):
+        del step
+        mask_rng, rng = jax.random.split(rng)
+        return pretrain.mfm_nce_loss(self.model, params, self._mfm_batch(batch, mask_rng), rng,
+                                     group_size=self.config.mfm.nce_group_size)
+
+    def mffr(self, params, batch, rng, step):
+        del step
+        mask_rng, rng = jax.random.split(rng)
+        return pretrain.mffr_loss(self.model, params, self._mfm_batch(batch, mask_rng), rng)
+
+    def fom(self, params, batch, rng, step):
+        del step
+        shuffle_rng, rng = jax.random.split(rng)
+        orders, targets = masking.shuffle_orders(shuffle_rng, batch['frame_mask'],
+                                                 self.config.fom.reorder_prob)
+        batch = dict(batch, shuffled_orders=orders, fom_targets=targets)
+        return pretrain.fom_loss(self.model, params, batch, rng)
+
+    def vsm(self, params, batch, rng, step):
+        return pretrain.vsm_loss(self.model, params, batch, rng, step, self.vsm_settings)
+
+    def loss_fn(self, name: str):
+        """(params, batch_part, rng, step) -> (loss, metrics) for one task."""
+        return {'mlm': self.mlm, 'mfm-nce': self.mfm_nce, 'mffr': self.mffr, 'fom': self.fom,
+                'vsm': self.vsm}[name]
+
+    def sample_task(self, step):
+        """Index into config.tasks.names, drawn with probabilities proportional to the ratios
+        (the original draws from [mlm, mlm, mfm-nce, mfm-nce, fom, vsm, vsm] once per optimizer
+        step). A function of seed and step only, so every micro-batch and device agrees."""
+        ratios = jnp.asarray(self.config.tasks.ratios, jnp.float32)
+        rng = jax.random.fold_in(jax.random.key(self.config.seed), step)
+        return jax.random.choice(rng, len(ratios), p=ratios / ratios.sum())
+
+    def mixed_loss(self, params, batch, rng, step):
+        """The engine's LossFn: draw this step's task and run only its branch (lax.switch).
+
+        Metrics of all tasks are returned (zeros for the tasks not drawn) plus `task`.
+        """
+        parts = split_parts(batch)
+        names = tuple(self.config.tasks.names)
+        part_of = {'mlm': 'mlm', 'mfm-nce': 'video', 'mffr': 'video', 'fom': 'video',
+                   'vsm': 'vsm'}
+        shapes = {n: jax.eval_shape(self.loss_fn(n), params, parts[part_of[n]], rng, step)[1]
+                  for n in names}
+        template = {k: jnp.zeros(s.shape, s.dtype) for m in shapes.values() for k, s in m.items()}
+
+        def branch(name):
+            def run(p):
+                loss, metrics = self.loss_fn(name)(p, parts[part_of[name]], rng, step)
+                return loss, dict(template, **metrics)
+            return run
+
+        index = self.sample_task(step)
+        loss, metrics = jax.lax.switch(index, [branch(n) for n in names], params)
+        return loss, dict(metrics, task=index)
