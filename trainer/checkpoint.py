@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from trainer import params_io
 
@@ -76,21 +78,35 @@ class Checkpointer:
                     raise
                 log.warning('checkpoint %s/%d is unusable (%s: %s); trying an older one',
                             self.directory, candidate, type(error).__name__, error)
+                self._set_aside(candidate)
                 continue
             return candidate, restored['state'], dict(restored['data'] or {})
         return None
+
+    def _set_aside(self, step: int) -> None:
+        """Move an unusable checkpoint out of the manager's sight (kept for inspection), so
+        it is never tried again and the run can save that step anew."""
+        if jax.process_index() == 0:
+            aside = self.directory + '_unusable'
+            os.makedirs(aside, exist_ok=True)
+            target = os.path.join(aside, f'{step}.{int(time.time())}')
+            os.rename(os.path.join(self.directory, str(step)), target)
+            log.warning('moved unusable checkpoint %d to %s', step, target)
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices(f'set_aside_{step}')
+        self.manager.reload()
 
     def _check_shapes(self, step: int, abstract_state: Any) -> None:
         """A checkpoint from another config is an error, not a reason to fall back: name the
         first mismatching path. Unreadable metadata is left to the restore attempt."""
         path = os.path.join(self.directory, str(step), 'state')
         try:
-            stored = params_io.stored_metadata(path)
+            stored = params_io.stored_metadata(path)['params']
         except Exception:  # noqa: BLE001 - unreadable: handled (and reported) by restore
             return
         try:  # the params decide; the optimizer state follows them
-            params_io.check_shapes(abstract_state.params, stored['params'])
-        except (ValueError, KeyError, TypeError) as error:
+            params_io.check_shapes(abstract_state.params, stored)
+        except ValueError as error:
             raise ValueError(f'checkpoint {path} does not fit this model: {error}') from None
 
     def wait(self):
