@@ -173,14 +173,16 @@ def select_tokens(units, length, rng):
 
 
 def _pack(units, length):
-    out = np.stack([np.zeros(length, np.int64), np.full(length, -1), np.full(length, -1)])
-    pos = 0
-    for toks, aptr, tptr, _, _ in units:
-        n = len(toks)
-        if pos + n > length:
+    """Units in order while they fit, then padding (0, -1, -1): [3, length]."""
+    toks, aptr, tptr = [], [], []
+    for u in units:
+        if len(toks) + len(u[0]) > length:
             break
-        out[0, pos:pos + n], out[1, pos:pos + n], out[2, pos:pos + n] = toks, aptr, tptr
-        pos += n
+        toks += u[0]
+        aptr += u[1]
+        tptr += u[2]
+    out = np.stack([np.zeros(length, np.int64), np.full(length, -1), np.full(length, -1)])
+    out[:, :len(toks)] = (toks, aptr, tptr)
     return out
 
 
@@ -268,7 +270,8 @@ def random_text_sequence(c: SequenceConfig, text, token_is_valid, rng):
         s1 += 1
     s1 = max(s1, s0 + 1)
     segs = np.arange(s0, s1)
-    valid = np.array([token_is_valid[text[bounds[s]:bounds[s + 1]]].all() for s in segs])
+    invalid = np.add.reduceat((~token_is_valid[text]).astype(np.int64), bounds[:-1])
+    valid = invalid[segs] == 0
     score = np.log(np.where(valid, 1.0, 0.2)) + rng.gumbel(size=len(segs))
     masked = set(segs[np.argsort(-score, kind='stable')[:budget]].tolist())
     units, spans = [], []

@@ -1,7 +1,6 @@
 """The MERLOT Reserve pretraining reader on synthetic records in the spec §3.2 schema."""
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
@@ -10,6 +9,7 @@ import tensorflow as tf
 
 from data_pipeline import mreserve_masking as masking
 from data_pipeline import mreserve_reader as reader
+from data_pipeline.mreserve_synthetic import write_records
 
 TINY = dict(num_segments=4, num_segment_groups=2, num_audio_subsegments=3, lang_seq_len=64,
             seq_len=76, mask_rate=0.25, text_span_budget=4, use_audio_token_prob=0.5,
@@ -24,75 +24,9 @@ def make_config(data, grid, path, batch=4, seed=0, **extra):
                          cycle_length=2, num_threads=2, **extra)}
 
 
-def _feature(values, kind):
-    if kind == 'bytes':
-        return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
-    if kind == 'float':
-        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-
-
-def make_record(rng: np.random.Generator, small: bool = True) -> bytes:
-    """One 16-chunk record with random JPEG frames/spectrograms and timed tokens."""
-    feats = {}
-    video = 0
-    h, w = (64, 96) if small else (288, 512)
-    for i in range(16):
-        p = f'c{i:02d}/'
-        if i and rng.random() < 0.15:
-            video += 1
-        first_of_video = i == 0 or feats[f'c{i - 1:02d}/video_src_idx'].int64_list.value[0] != video
-        portrait = rng.random() < 0.2
-        shape = (w, h, 3) if portrait else (h, w, 3)
-        img = tf.io.encode_jpeg(rng.integers(0, 256, shape, dtype=np.uint8), quality=75).numpy()
-        spec = tf.io.encode_jpeg(rng.integers(0, 256, (64, 188, 1), dtype=np.uint8)).numpy()
-        n_words = int(rng.integers(0, 14))
-        starts = np.sort(rng.uniform(0, 5, n_words))
-        ends = starts + rng.uniform(0.05, 0.4, n_words)
-        ids = rng.integers(11, 32768, n_words)
-        feats.update({
-            p + 'image/encoded': _feature([img], 'bytes'),
-            p + 'image/height': _feature([shape[0]], 'int'),
-            p + 'image/width': _feature([shape[1]], 'int'),
-            p + 'image/key/sha256': _feature([hashlib.sha256(img).hexdigest().encode()], 'bytes'),
-            p + 'image/format': _feature([b'jpeg'], 'bytes'),
-            p + 'spectrogram/encoded': _feature([spec], 'bytes'),
-            p + 'spectrogram/height': _feature([64], 'int'),
-            p + 'spectrogram/width': _feature([188], 'int'),
-            p + 'spectrogram/magic_number': _feature([float(rng.uniform(20, 60))], 'float'),
-            p + 'youtube_id': _feature([b'abcdefghijk'], 'bytes'),
-            p + 'video_src_idx': _feature([video], 'int'),
-            p + 'video_src_index': _feature([video], 'int'),
-            p + 'title': _feature(rng.integers(11, 32768, 5 if first_of_video else 0), 'int'),
-            p + 'description': _feature(rng.integers(11, 32768, 30 if first_of_video else 0),
-                                        'int'),
-            p + 'tags': _feature(rng.integers(11, 32768, 4 if first_of_video else 0), 'int'),
-            p + 'playback_speed': _feature([int(rng.integers(1, 4))], 'int'),
-            p + 'start_time': _feature([5.0 * i], 'float'),
-            p + 'end_time': _feature([5.0 * i + 5], 'float'),
-            p + 'tok_ids': _feature(ids, 'int'),
-            p + 'tok_start_times': _feature(starts, 'float'),
-            p + 'tok_end_times': _feature(ends, 'float'),
-            p + 'random_text': _feature(rng.integers(1, 32768, 1536 if i < 2 else 0), 'int'),
-        })
-    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
-
-
-def write_records(directory, n_files=4, per_file=6, seed=0, small=True):
-    """Files `train0000i.tfrecord`; the first token id of record r in file f is unique so
-    records can be told apart: returns {file: [record ids]}."""
-    rng = np.random.default_rng(seed)
-    os.makedirs(directory, exist_ok=True)
-    for f in range(n_files):
-        with tf.io.TFRecordWriter(os.path.join(directory, f'train{f:05d}.tfrecord')) as w:
-            for _ in range(per_file):
-                w.write(make_record(rng, small))
-    return os.path.join(directory, '*.tfrecord')
-
-
 @pytest.fixture(scope='module')
 def tiny_path(tmp_path_factory):
-    return write_records(str(tmp_path_factory.mktemp('mreserve_records')))
+    return write_records(str(tmp_path_factory.mktemp('mreserve_records')), frame_hw=(64, 96))
 
 
 def take(it, n):
@@ -218,7 +152,7 @@ def test_eval_is_deterministic(tiny_path):
 
 
 def test_base_shapes(tmp_path):
-    path = write_records(str(tmp_path), n_files=1, per_file=2, small=False)
+    path = write_records(str(tmp_path), n_files=1, per_file=2)
     config = make_config(BASE, (12, 20), path, batch=2)
     batch = next(reader.train_batches(config, 0, 0, 1))
     for key, (shape, dtype) in reader.make_batch_spec(config).items():
