@@ -180,13 +180,14 @@ def gather_across(x, axis_name: str | None, keep_local_grad: bool):
 
 def vsm_terms(outputs, batch, step, settings: VsmSettings, axis_name: str | None = None,
               keep_local_grad: bool = False):
-    """Per-query terms: span CE (B*Q,) of the local queries, hinge terms of *all* queries.
+    """Per-query terms: span CE and validity (B*Q, 2) of the local queries, hinge terms of
+    *all* queries and the score matrix.
 
     With axis_name (inside shard_map / pmap) queries, frames and frame masks of every shard are
     gathered first, so each shard scores all queries against all videos; under jax.jit over a
     mesh the batch is already global and axis_name stays None. One implementation either way.
     """
-    ce = span_ce(outputs['st'], outputs['ed'], batch['query_targets'])
+    span = span_ce(outputs['st'], outputs['ed'], batch['query_targets'])
     query = gather_across(outputs['query'], axis_name, keep_local_grad)
     video = gather_across(outputs['video'], axis_name, keep_local_grad)
     frame_mask = gather_across(batch['frame_mask'], axis_name, keep_local_grad)
@@ -195,7 +196,7 @@ def vsm_terms(outputs, batch, step, settings: VsmSettings, axis_name: str | None
     q_vidx = jnp.repeat(jnp.arange(nb), nq)
     use_hard = step >= settings.hard_negative_start_step
     neg_ctx, neg_q = ranking_terms(scores, q_vidx, settings, use_hard)
-    return ce, neg_ctx, neg_q, scores
+    return span, neg_ctx, neg_q, scores
 
 
 def vsm_loss(model, params, batch, rng, step, settings: VsmSettings, deterministic=False,
@@ -203,10 +204,11 @@ def vsm_loss(model, params, batch, rng, step, settings: VsmSettings, determinist
     """Training reduction: lw_st_ed * mean CE (kept with prob 1 - drop_svmr_prob) + hinges."""
     fwd_rng, drop_rng = jax.random.split(rng)
     outputs = vsm_outputs(model, params, batch, fwd_rng, deterministic)
-    ce, neg_ctx, neg_q, scores = vsm_terms(outputs, batch, step, settings, axis_name,
-                                           keep_local_grad)
+    (ce, valid), neg_ctx, neg_q, scores = vsm_terms(outputs, batch, step, settings, axis_name,
+                                                    keep_local_grad)
     keep_local = jax.random.uniform(drop_rng) >= settings.drop_svmr_prob
-    st_ed = settings.lw_st_ed * jnp.mean(ce) * keep_local.astype(jnp.float32)
+    span = masked_mean(ce[:, 0], valid[:, 0]) + masked_mean(ce[:, 1], valid[:, 1])
+    st_ed = settings.lw_st_ed * span * keep_local.astype(jnp.float32)
     ctx = scale_grad(settings.lw_neg_ctx * jnp.mean(neg_ctx), settings.hinge_grad_scale)
     qry = scale_grad(settings.lw_neg_q * jnp.mean(neg_q), settings.hinge_grad_scale)
     nq = scores.shape[0]
@@ -220,7 +222,7 @@ def vsm_loss(model, params, batch, rng, step, settings: VsmSettings, determinist
 def vsm_eval_terms(model, params, batch, step, settings: VsmSettings):
     """Eval reduction of the original: lw * summed span CE, lw * per-query hinge vectors."""
     outputs = vsm_outputs(model, params, batch, None, True)
-    ce, neg_ctx, neg_q, _ = vsm_terms(outputs, batch, step, settings)
+    (ce, _), neg_ctx, neg_q, _ = vsm_terms(outputs, batch, step, settings)
     return (settings.lw_st_ed * jnp.sum(ce), settings.lw_neg_ctx * neg_ctx,
             settings.lw_neg_q * neg_q)
 

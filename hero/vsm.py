@@ -30,12 +30,13 @@ class VsmSettings:
 
 
 def span_ce(st_logits, ed_logits, targets):
-    """CE(start) + CE(end) per query, (B, Q, L) logits and (B, Q, 2) targets; -1 ignored."""
-    def ce(logits, target):
-        logits = logits.astype(jnp.float32)
-        picked = jnp.take_along_axis(logits, jnp.maximum(target, 0)[..., None], -1)[..., 0]
-        return jnp.where(target >= 0, jax.nn.logsumexp(logits, -1) - picked, 0.0)
-    return (ce(st_logits, targets[..., 0]) + ce(ed_logits, targets[..., 1])).reshape(-1)
+    """Start and end CE per query: (B, Q, L) logits, (B, Q, 2) targets -> (N, 2) CE and (N, 2)
+    validity (targets -1 are ignored, like `ignore_index=-1`)."""
+    logits = jnp.stack([st_logits, ed_logits], axis=-2).astype(jnp.float32)   # (B, Q, 2, L)
+    picked = jnp.take_along_axis(logits, jnp.maximum(targets, 0)[..., None], -1)[..., 0]
+    valid = targets >= 0
+    ce = jnp.where(valid, jax.nn.logsumexp(logits, -1) - picked, 0.0)
+    return ce.reshape(-1, 2), valid.reshape(-1, 2)
 
 
 def l2_normalize(x, eps: float = 1e-5):

@@ -213,3 +213,23 @@ def test_mask_tokens():
     changed = np.asarray(corrupted) != np.asarray(ids)
     assert not changed[labels < 0].any()
     assert 0.1 < (labels >= 0)[:, 1:9].mean() < 0.25
+
+
+def test_init_follows_the_original():
+    """Spec §1.9: v_encoder N(0, 0.02) / zero biases / LN (1, 0); top-level VSM modules keep
+    PyTorch defaults (kaiming-uniform Linear/Conv, N(0, 1) query positions)."""
+    model = HeroModel(TINY)
+    init = jax.jit(lambda r: nn.meta.unbox(init_params(model, r)))
+    params = flatten_dict(init.lower(jax.random.key(0)).compile(FAST_COMPILE)(jax.random.key(0)))
+    params = {'/'.join(k): np.asarray(v) for k, v in params.items()}
+    word = params['v_encoder/f_encoder/embeddings/word_embeddings/embedding']
+    assert abs(word.std() - 0.02) < 0.002
+    assert not params['v_encoder/f_encoder/lm_head/bias'].any()
+    assert not params['v_encoder/frame_transform/net_1/bias'].any()
+    np.testing.assert_array_equal(params['v_encoder/fom_output/LayerNorm/scale'], 1.0)
+    for key, fan_in in (('video_query_linear/kernel', 64), ('video_query_linear/bias', 64),
+                        ('q_feat_attn/query_input_proj/net_1/bias', 64),
+                        ('video_st_predictor/kernel', 5)):
+        bound = 1 / np.sqrt(fan_in)
+        assert np.abs(params[key]).max() <= bound and np.abs(params[key]).max() > bound / 2, key
+    assert abs(params['q_feat_attn/query_pos_embed/position_embeddings/embedding'].std() - 1) < 0.05
