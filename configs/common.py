@@ -50,6 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.init_from = ''
+    c.task = ''             # 'package.module:function' building the Task from this config
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1        # -1 fills the devices left over by the other axes

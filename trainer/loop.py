@@ -20,7 +20,7 @@ from trainer import mesh as mesh_lib
 from trainer import params_io
 from trainer.checkpoint import Checkpointer
 from trainer.config import validate_engine_config
-from trainer.errors import NonFiniteError
+from trainer.errors import ConfigError, NonFiniteError
 from trainer.metrics import MetricWriter, Progress
 from trainer.optim import make_optimizer
 from trainer.state import count_params, create_state, parameter_overview, state_shardings
@@ -58,6 +58,19 @@ class _StopSignal:
             return self.received
         flags = multihost_utils.process_allgather(np.int32(self.received))
         return bool(np.any(flags))
+
+
+def build_task_from_config(config) -> Task:
+    """The Task named by `config.task` ('package.module:function'); the engine imports the
+    model package by name only, so trainer/ never depends on a model package."""
+    import importlib
+    if not config.get('task'):
+        raise ConfigError('task', "the config names no task builder ('package.module:function')")
+    module, _, function = config.task.partition(':')
+    try:
+        return getattr(importlib.import_module(module), function)(config)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError('task', f'cannot load {config.task!r}: {error}') from error
 
 
 def write_config(config, workdir: str):

@@ -7,6 +7,7 @@ from configs import common
 def get_config(arg=None):
     args = common.parse_arg(arg, steps=200, batch=16)
     c = common.base_config()
+    c.task = 'trainer.examples.lm:build_task'
     c.model = ml_collections.ConfigDict()
     c.model.vocab = 64
     c.model.width = 64
