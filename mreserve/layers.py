@@ -29,8 +29,7 @@ def kernel_init(key, shape, dtype=jnp.float32):
     """Truncated normal on [-2, 2] (not re-normalised) times min(18 / in_size, 0.02) / sqrt(2).
 
     `in_size` is shape[0], or shape[0] * shape[1] for a 3-D kernel whose first axis is
-    shorter than its last (the audio Conv kernel [2, 65, H]). flax DenseGeneral hands the
-    initialiser a flattened 2-D shape, which gives the same in_size as the spec's rule.
+    shorter than its last (`attn_proj` [nh, 64, H], the audio Conv kernel [2, 65, H]).
     """
     in_size = shape[0]
     if len(shape) == 3 and shape[0] < shape[2]:
@@ -120,6 +119,37 @@ def mask_to_bias(mask: jax.Array, dtype: Dtype) -> jax.Array:
 # Layers.
 
 
+class Projection(nn.Module):
+    """flax DenseGeneral's computation and parameter layout, minus its kernel flattening.
+
+    DenseGeneral initialises a multi-axis kernel as a flattened 2-D array and unboxes it
+    inside init; under logical axis rules that applies the 3-axis sharding constraint to the
+    2-D array and fails. Here the initialiser sees the true shape, so it needs `in_axes`.
+    Contracts the last `n_in` input axes; kernel = those axes + `features`.
+    """
+    features: tuple[int, ...]
+    kernel_axes: tuple[str | None, ...]
+    kernel_init: Any
+    n_in: int = 1
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        in_shape = x.shape[x.ndim - self.n_in:]
+        kernel = self.param('kernel', named(self.kernel_init, *self.kernel_axes),
+                            tuple(in_shape) + tuple(self.features), self.param_dtype)
+        bias = None
+        if self.use_bias:
+            bias = self.param('bias', named(ZEROS, *self.kernel_axes[self.n_in:]),
+                              tuple(self.features), self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        contract = (tuple(range(x.ndim - self.n_in, x.ndim)), tuple(range(self.n_in)))
+        y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
+        return y if bias is None else y + bias
+
+
 class AttentionLayer(nn.Module):
     """Multi-head self-attention; qkv head order [q heads | k heads | v heads]."""
     hidden_size: int
@@ -130,10 +160,9 @@ class AttentionLayer(nn.Module):
     @nn.compact
     def __call__(self, x, sinusoids, bias):
         nh = self.hidden_size // self.size_per_head
-        qkv = nn.DenseGeneral(
-            (3 * nh, self.size_per_head), dtype=self.dtype, param_dtype=self.param_dtype,
-            kernel_init=named(kernel_init, 'embed', 'heads', 'kv'),
-            bias_init=named(ZEROS, 'heads', 'kv'), name='qkv')(x)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=kernel_init)
+        qkv = Projection((3 * nh, self.size_per_head), ('embed', 'heads', 'kv'), name='qkv',
+                         **kw)(x)
         qk, v = qkv[:, :, :2 * nh], qkv[:, :, 2 * nh:]
         if sinusoids is not None:
             qk = apply_rotary(qk, sinusoids)
@@ -141,10 +170,8 @@ class AttentionLayer(nn.Module):
         q = constrain(q, 'act_batch', 'act_len', 'act_heads', None)
         weights = nn.dot_product_attention_weights(q, k, bias=bias, dtype=self.dtype)
         out = jnp.einsum('bhqk,bkhd->bqhd', weights, v)
-        return nn.DenseGeneral(
-            self.hidden_size, axis=(-2, -1), use_bias=False, dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            kernel_init=named(kernel_init, 'heads', 'kv', 'embed'), name='attn_proj')(out)
+        return Projection((self.hidden_size,), ('heads', 'kv', 'embed'), n_in=2, use_bias=False,
+                          name='attn_proj', **kw)(out)
 
 
 class MlpLayer(nn.Module):
@@ -253,23 +280,32 @@ class TransformerEncoder(nn.Module):
         return {'seq': x[:, 1:], 'cls': cls_out}
 
 
-def attention_pool_module(hidden_size: int, size_per_head: int, dtype: Dtype,
-                          param_dtype: Dtype) -> nn.MultiHeadDotProductAttention:
-    """The `seq_attnpool` module: flax's own MHA (default lecun-normal init, not the tower
-    init), so that the `query/key/value/out` parameters match the original layout."""
-    lecun = nn.initializers.lecun_normal()
-    return nn.MultiHeadDotProductAttention(
-        num_heads=hidden_size // size_per_head, qkv_features=hidden_size,
-        out_features=hidden_size, dtype=dtype, param_dtype=param_dtype,
-        kernel_init=named(lecun, 'embed', 'heads', 'kv'), bias_init=named(ZEROS, 'heads', 'kv'),
-        out_kernel_init=named(lecun, 'heads', 'kv', 'embed'),
-        out_bias_init=named(ZEROS, 'embed'), name='seq_attnpool')
+class AttentionPool(nn.Module):
+    """Pools windows [N, W, H] -> [N, H] with the window mean as the only query.
 
+    Same parameters and computation as the flax MultiHeadDotProductAttention the original
+    used (`query/key/value` [H, nh, hd] + bias, `out` [nh, hd, H] + bias, lecun-normal init
+    with fan-in H, not the tower init), built from `Projection` to carry logical axes.
+    """
+    hidden_size: int
+    size_per_head: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
 
-def attention_pool(mha: nn.Module, windows: jax.Array) -> jax.Array:
-    """windows [N, W, H] -> [N, H]; the query is the window mean, keys/values its tokens."""
-    query = windows.mean(axis=1, keepdims=True)
-    return mha(query, windows, windows)[:, 0]
+    @nn.compact
+    def __call__(self, windows):
+        heads = (self.hidden_size // self.size_per_head, self.size_per_head)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        in_init = nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
+        project = lambda name, x: Projection(heads, ('embed', 'heads', 'kv'), in_init,
+                                             name=name, **kw)(x)
+        query = project('query', windows.mean(axis=1, keepdims=True))
+        key, value = project('key', windows), project('value', windows)
+        out = nn.dot_product_attention(query, key, value, dtype=self.dtype)
+        out_init = nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2)
+        out = Projection((self.hidden_size,), ('heads', 'kv', 'embed'), out_init, n_in=2,
+                         name='out', **kw)(out)
+        return out[:, 0]
 
 
 def dense(features: int, name: str, in_axis: str, out_axis: str, dtype: Dtype,

@@ -13,9 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mreserve.layers import (
+    AttentionPool,
     TransformerEncoder,
-    attention_pool,
-    attention_pool_module,
     constrain,
     dense,
     kernel_init,
@@ -56,8 +55,8 @@ class VisionTransformer(nn.Module):
         r = c.vit_pooling_ratio
         windows = seq.reshape(-1, h // r, r, w // r, r, c.hidden_size)
         windows = windows.transpose(0, 1, 3, 2, 4, 5).reshape(-1, r * r, c.hidden_size)
-        pool = attention_pool_module(c.hidden_size, c.size_per_head, dt, pdt)
-        pooled = attention_pool(pool, windows).reshape(seq.shape[0], -1, c.hidden_size)
+        pooled = AttentionPool(c.hidden_size, c.size_per_head, dt, pdt, name='seq_attnpool')(
+            windows).reshape(seq.shape[0], -1, c.hidden_size)
         return {'seq': seq.reshape(lead + seq.shape[1:]),
                 'cls': out['cls'].reshape(lead + (c.hidden_size,)),
                 'seq_attnpool': pooled.reshape(lead + pooled.shape[1:])}
@@ -83,8 +82,8 @@ class AudioTransformer(nn.Module):
         out = _encoder(c, c.audio_num_layers, True, 'transformer')(x, coords)
         seq = out['seq']
         windows = seq.reshape(-1, n // c.audio_token_length, c.hidden_size)
-        pool = attention_pool_module(c.hidden_size, c.size_per_head, dt, pdt)
-        pooled = attention_pool(pool, windows).reshape(seq.shape[0], -1, c.hidden_size)
+        pooled = AttentionPool(c.hidden_size, c.size_per_head, dt, pdt, name='seq_attnpool')(
+            windows).reshape(seq.shape[0], -1, c.hidden_size)
         return {'seq': seq.reshape(lead + seq.shape[1:]),
                 'cls': out['cls'].reshape(lead + (c.hidden_size,)),
                 'seq_attnpool': pooled.reshape(lead + pooled.shape[1:])}

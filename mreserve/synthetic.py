@@ -3,7 +3,7 @@
 They are structurally valid (complete AUDIOSPAN runs, one MASK per span, pointers as the
 loader writes them) but the content is noise. Used by the random-init loss test, and by the
 engine before a real data pipeline exists. Each example depends only on (seed, index), so
-hosts can build their own slice of a global batch.
+hosts can build their own slice of a global batch (and step, for a stream of batches).
 """
 from __future__ import annotations
 
@@ -42,8 +42,9 @@ def _fit(tokens: list, audio_ptr: list, text_ptr: list, length: int) -> np.ndarr
     return out
 
 
-def random_example(c: ModelConfig, seed: int, index: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng([seed, index])
+def random_example(c: ModelConfig, seed: int, index: int, step: int = 0
+                   ) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([seed, step, index])
     words = lambda n: list(rng.integers(FIRST_ORDINARY_ID, c.vocab_size, n))
     subsegs = c.num_audio_subsegments
     transcript = [words(rng.integers(1, 5)) for _ in range(c.num_audio_spans)]
@@ -115,9 +116,9 @@ def random_example(c: ModelConfig, seed: int, index: int) -> dict[str, np.ndarra
     return out
 
 
-def random_batch(c: ModelConfig, seed: int, indices) -> dict[str, np.ndarray]:
+def random_batch(c: ModelConfig, seed: int, indices, step: int = 0) -> dict[str, np.ndarray]:
     """Examples `indices` of a global batch, stacked, with the dtypes of `batch_shapes`."""
-    examples = [random_example(c, seed, int(i)) for i in indices]
+    examples = [random_example(c, seed, int(i), step) for i in indices]
     shapes = batch_shapes(c, len(examples))
     return {k: np.stack([e[k] for e in examples]).astype(dtype)
             for k, (_, dtype) in shapes.items()}

@@ -78,6 +78,25 @@ def test_kernel_init_std():
         assert np.abs(x).max() <= 2 * min(18 / in_size, 0.02) / math.sqrt(2) + 1e-7
 
 
+def test_initial_values_in_the_model():
+    """Tower kernels use the spec init, the pooling MHA flax's lecun-normal (fan-in H), the
+    token table N(0, 0.02), biases 0, LayerNorm scales 1, contrastive_scales 1."""
+    params = random_params(variant('tiny'), 0)
+    tower_std = 0.02 / math.sqrt(2) * 0.87962566
+    layer = params['joint_transformer']['layer_00']
+    for kernel in (layer['attention_layer']['qkv']['kernel'],
+                   layer['attention_layer']['attn_proj']['kernel'],
+                   layer['mlp_layer']['intermediate']['kernel']):
+        assert abs(float(np.std(kernel)) / tower_std - 1) < 0.05
+    pool = params['vision_encoder']['seq_attnpool']
+    for name in ('query', 'key', 'value', 'out'):
+        assert abs(float(np.std(pool[name]['kernel'])) * 8 - 1) < 0.05, name
+        assert not np.any(pool[name]['bias'])
+    assert abs(float(np.std(params['token_encoder']['Embed_0']['embedding'])) / 0.02 - 1) < 0.01
+    np.testing.assert_array_equal(params['contrastive_scales'], np.ones(3))
+    np.testing.assert_array_equal(layer['pre_attn_ln']['scale'], np.ones(64))
+
+
 def test_scan_layout_roundtrip():
     params = jax.tree.map(np.asarray, random_params(variant('tiny'), 1))
     scanned = to_scanned(params)

@@ -1,0 +1,58 @@
+"""MERLOT Reserve pretraining as an engine Task (trainer/task.py).
+
+The loss runs on the global batch under the engine's `jax.jit` over the mesh: the contrastive
+negatives are simply every row of the global arrays (XLA inserts the collectives), and span
+selection picks `num_text_spans_to_include` spans per example across the global batch.
+Batches are synthetic (mreserve/synthetic.py) until the data pipeline's reader plugs in here.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from mreserve.losses import MAX_LOG_SCALE, SCALE_NAMES, pretrain_losses
+from mreserve.model_config import ModelConfig
+from mreserve.params import init_params
+from mreserve.pretrain_model import MerlotReservePretrainer
+from mreserve.synthetic import batch_shapes, random_batch
+from trainer.mesh import rules_from_config
+from trainer.task import BatchSpec, Task
+
+
+def build_task(config) -> Task:
+    model_config = ModelConfig.from_config(config)
+    model = MerlotReservePretrainer(model_config)
+    global_batch = int(config.train.global_batch)
+    rules = rules_from_config(config.mesh.rules)
+
+    def init(rng, batch):
+        del batch  # init_params builds its own minimal inputs
+        return init_params(model_config, rng)
+
+    def loss(params, batch, rng, step):
+        del step
+        # The activation constraints inside the model need flax's logical rules while tracing;
+        # without them flax would constrain every activation to be replicated.
+        with nn.logical_axis_rules(rules):
+            preds = model.apply({'params': params}, batch, rng)
+        losses = pretrain_losses(preds)
+        metrics = {name: value for name, value in losses.items() if name != 'total'}
+        for i, name in enumerate(SCALE_NAMES):
+            metrics[f'logit_scale/{name}'] = jnp.exp(jnp.minimum(
+                params['contrastive_scales'][i], MAX_LOG_SCALE))
+        return losses['total'], metrics
+
+    def batches(seed):
+        def iterate(start_step, process_index, process_count):
+            local = global_batch // process_count
+            rows = range(process_index * local, (process_index + 1) * local)
+            step = start_step
+            while True:
+                yield random_batch(model_config, seed, rows, step)
+                step += 1
+        return iterate
+
+    spec = {key: BatchSpec(shape, dtype)
+            for key, (shape, dtype) in batch_shapes(model_config, global_batch).items()}
+    return Task(name=f'mreserve_pretrain_{config.get("variant", "custom")}', init=init,
+                loss=loss, batch_spec=spec, train_batches=batches(int(config.seed)))
