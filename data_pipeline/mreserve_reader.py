@@ -291,28 +291,39 @@ class ExampleBuilder:
     def sequence_keys(self):
         return [k for k in self.spec if k not in ('images', 'audio_clips', 'video_src_index')]
 
-    def __call__(self, index, serialized, seed):
-        """index: int64 position in the host stream; seed: [2] int64 (seed, process)."""
-        f = tf.io.parse_single_example(serialized, self.features)
-        ex_seed = _seed(seed, index)
+    def decode_images(self, f, seed):
+        """Parsed features -> images [S·h·w, 768] (one traced body for all chunks)."""
         c = self.c
-        get = lambda i, key: f[f'c{i:02d}/{key}']
-        chunks = lambda key: tf.stack([get(i, key) for i in range(c.num_segments)])
-        image_seed, audio_seed = _seed(ex_seed, 1), _seed(ex_seed, 2)
-        # One traced body for all chunks (a small graph; chunks run as parallel iterations).
+        encoded = tf.stack([f[f'c{i:02d}/image/encoded'] for i in range(c.num_segments)])
         images = tf.map_fn(
-            lambda a: decode_image(a[0], self.grid, _seed(image_seed, a[1]), self.train),
-            (chunks('image/encoded'), tf.range(c.num_segments)),
+            lambda a: decode_image(a[0], self.grid, _seed(seed, a[1]), self.train),
+            (encoded, tf.range(c.num_segments)),
             fn_output_signature=tf.TensorSpec((self.grid[0] * self.grid[1], PATCH * PATCH * 3),
                                               tf.float32))
+        return tf.reshape(images, (-1, PATCH * PATCH * 3))
+
+    def decode_audio(self, f, seed):
+        """Parsed features -> (audio_clips [S·3·60, 65], window start frames [S, 3])."""
+        c = self.c
+        chunks = lambda key: tf.stack([f[f'c{i:02d}/{key}'] for i in range(c.num_segments)])
         clips, starts = tf.map_fn(
-            lambda a: decode_audio(a[0], a[1], a[2], _seed(audio_seed, a[3]), self.train,
+            lambda a: decode_audio(a[0], a[1], a[2], _seed(seed, a[3]), self.train,
                                    c.num_audio_subsegments),
             (chunks('spectrogram/encoded'), chunks('spectrogram/magic_number'),
              chunks('playback_speed'), tf.range(c.num_segments)),
             fn_output_signature=(tf.TensorSpec((c.num_audio_subsegments, SPEC_FRAMES, 65),
                                                tf.float32),
                                  tf.TensorSpec((c.num_audio_subsegments,), tf.int32)))
+        return tf.reshape(clips, (-1, 65)), starts
+
+    def __call__(self, index, serialized, seed):
+        """index: int64 position in the host stream; seed: [2] int64 (seed, process)."""
+        f = tf.io.parse_single_example(serialized, self.features)
+        ex_seed = _seed(seed, index)
+        c = self.c
+        get = lambda i, key: f[f'c{i:02d}/{key}']
+        images = self.decode_images(f, _seed(ex_seed, 1))
+        clips, starts = self.decode_audio(f, _seed(ex_seed, 2))
         video = tf.stack([tf.where(get(i, 'video_src_index') >= 0, get(i, 'video_src_index'),
                                    tf.maximum(get(i, 'video_src_idx'), 0))
                           for i in range(c.num_segments)])
@@ -329,8 +340,8 @@ class ExampleBuilder:
              f['c00/random_text']],
             [tf.int32] * len(self.sequence_keys), stateful=False)
         out = {
-            'images': tf.reshape(images, (-1, PATCH * PATCH * 3)),
-            'audio_clips': tf.reshape(clips, (-1, 65)),
+            'images': images,
+            'audio_clips': clips,
             'video_src_index': tf.cast(video, tf.int32),
         }
         out.update(zip(self.sequence_keys, seqs))
