@@ -434,7 +434,8 @@ def make_dataset(config, process_index: int = 0, process_count: int = 1, *, star
 
     Data keys used (all optional but the path): data.train_path / data.eval_path (glob,
     directory of *.tfrecord* files, or TFDS directory), data.shuffle_buffer (4096 as the
-    original), data.cycle_length (16), data.tfds_split ('train'), data.num_threads (cores).
+    original), data.cycle_length (16), data.tfds_split ('train') / data.tfds_eval_split ('val',
+    the writer's name), data.num_threads (cores).
     Train: endless, shuffled, augmented. Eval: one ordered pass, no augmentation, fixed
     randomness for the sequences (independent of `seed`), drop_remainder."""
     if path is None:
@@ -444,7 +445,8 @@ def make_dataset(config, process_index: int = 0, process_count: int = 1, *, star
     batch_size = batch_size or host_batch_size(config, process_count)
     if token_is_valid is None:
         token_is_valid = default_token_is_valid(int(config['model'].get('vocab_size', 32768)))
-    split = _data(config, 'tfds_split', 'train' if train else 'validation')
+    split = (_data(config, 'tfds_split', 'train') if train
+             else _data(config, 'tfds_eval_split', 'val'))
     source = RecordSource(path, process_index, process_count, split)
     seed = int(config['seed']) if (train and 'seed' in config) else 0
     builder = ExampleBuilder(config, token_is_valid, train)

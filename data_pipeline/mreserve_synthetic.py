@@ -32,12 +32,11 @@ def smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_record(rng: np.random.Generator, frame_hw=(288, 512), portrait_prob=0.2,
-                max_words=14) -> bytes:
-    """One serialized tf.train.Example with 16 chunks."""
-    feats, video, prev_video = {}, 0, -1
+def make_chunks(rng: np.random.Generator, frame_hw=(288, 512), portrait_prob=0.2,
+                max_words=14) -> list[dict]:
+    """16 chunk dicts {schema key: value (list for list-valued keys)}."""
+    chunks, video, prev_video = [], 0, -1
     for i in range(NUM_CHUNKS):
-        p = f'c{i:02d}/'
         if i and rng.random() < 0.15:
             video += 1
         first_of_video = video != prev_video
@@ -50,38 +49,47 @@ def make_record(rng: np.random.Generator, frame_hw=(288, 512), portrait_prob=0.2
                                  quality=95).numpy()
         n_words = int(rng.integers(0, max_words + 1))
         starts = np.sort(rng.uniform(0, 5, n_words))
-        ends = starts + rng.uniform(0.05, 0.4, n_words)
         n_meta = (5, 30, 4) if first_of_video else (0, 0, 0)
-        feats.update({
-            p + 'image/encoded': _feature([img], 'bytes'),
-            p + 'image/height': _feature([h], 'int'),
-            p + 'image/width': _feature([w], 'int'),
-            p + 'image/key/sha256': _feature([hashlib.sha256(img).hexdigest().encode()],
-                                             'bytes'),
-            p + 'image/format': _feature([b'jpeg'], 'bytes'),
-            p + 'spectrogram/encoded': _feature([spec], 'bytes'),
-            p + 'spectrogram/height': _feature([64], 'int'),
-            p + 'spectrogram/width': _feature([188], 'int'),
-            p + 'spectrogram/magic_number': _feature([float(rng.uniform(20, 60))], 'float'),
-            p + 'spectrogram/key/sha256': _feature([hashlib.sha256(spec).hexdigest().encode()],
-                                                   'bytes'),
-            p + 'spectrogram/format': _feature([b'jpeg'], 'bytes'),
-            p + 'youtube_id': _feature([b'abcdefghijk'], 'bytes'),
-            p + 'video_src_idx': _feature([video], 'int'),
-            p + 'video_src_index': _feature([video], 'int'),
-            p + 'title': _feature(rng.integers(11, 32768, n_meta[0]), 'int'),
-            p + 'description': _feature(rng.integers(11, 32768, n_meta[1]), 'int'),
-            p + 'tags': _feature(rng.integers(11, 32768, n_meta[2]), 'int'),
-            p + 'meta': _feature([b'{}' if first_of_video else b''], 'bytes'),
-            p + 'playback_speed': _feature([int(rng.integers(1, 4))], 'int'),
-            p + 'start_time': _feature([5.0 * i], 'float'),
-            p + 'end_time': _feature([5.0 * i + 5], 'float'),
-            p + 'tok_ids': _feature(rng.integers(11, 32768, n_words), 'int'),
-            p + 'tok_start_times': _feature(starts, 'float'),
-            p + 'tok_end_times': _feature(ends, 'float'),
-            p + 'random_text': _feature(rng.integers(1, 32768, 1536 if i < 2 else 0), 'int'),
+        chunks.append({
+            'image/encoded': img, 'image/height': h, 'image/width': w,
+            'image/key/sha256': hashlib.sha256(img).hexdigest().encode(),
+            'image/format': b'jpeg',
+            'spectrogram/encoded': spec, 'spectrogram/height': 64, 'spectrogram/width': 188,
+            'spectrogram/magic_number': float(rng.uniform(20, 60)),
+            'spectrogram/key/sha256': hashlib.sha256(spec).hexdigest().encode(),
+            'spectrogram/format': b'jpeg',
+            'youtube_id': b'abcdefghijk', 'video_src_idx': video, 'video_src_index': video,
+            'title': rng.integers(11, 32768, n_meta[0]).tolist(),
+            'description': rng.integers(11, 32768, n_meta[1]).tolist(),
+            'tags': rng.integers(11, 32768, n_meta[2]).tolist(),
+            'meta': b'{}' if first_of_video else b'',
+            'playback_speed': int(rng.integers(1, 4)),
+            'start_time': 5.0 * i, 'end_time': 5.0 * i + 5,
+            'tok_ids': rng.integers(11, 32768, n_words).tolist(),
+            'tok_start_times': starts.tolist(),
+            'tok_end_times': (starts + rng.uniform(0.05, 0.4, n_words)).tolist(),
+            'random_text': rng.integers(1, 32768, 1536 if i < 2 else 0).tolist(),
         })
+    return chunks
+
+
+def serialize(chunks: list[dict]) -> bytes:
+    """Chunk dicts -> one serialized tf.train.Example with keys c{i:02d}/<key>."""
+    feats = {}
+    for i, chunk in enumerate(chunks):
+        for key, value in chunk.items():
+            values = value if isinstance(value, list) else [value]
+            kind = ('bytes' if isinstance(value, bytes) else
+                    'float' if isinstance(value, float) or (values and isinstance(values[0], float))
+                    or key.endswith('_times') else 'int')
+            feats[f'c{i:02d}/{key}'] = _feature(values, kind)
     return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+def make_record(rng: np.random.Generator, frame_hw=(288, 512), portrait_prob=0.2,
+                max_words=14) -> bytes:
+    """One serialized 16-chunk record."""
+    return serialize(make_chunks(rng, frame_hw, portrait_prob, max_words))
 
 
 def write_records(directory: str, n_files: int = 4, per_file: int = 6, seed: int = 0,
