@@ -3,7 +3,8 @@
 The loss runs on the global batch under the engine's `jax.jit` over the mesh: the contrastive
 negatives are simply every row of the global arrays (XLA inserts the collectives), and span
 selection picks `num_text_spans_to_include` spans per example across the global batch.
-Batches are synthetic (mreserve/synthetic.py) until the data pipeline's reader plugs in here.
+Batches come from the TFRecord reader (data_pipeline/mreserve_reader.py) when
+`data.train_path` is set, else from random structurally valid batches (mreserve/synthetic.py).
 """
 from __future__ import annotations
 
@@ -54,5 +55,12 @@ def build_task(config) -> Task:
 
     spec = {key: BatchSpec(shape, dtype)
             for key, (shape, dtype) in batch_shapes(model_config, global_batch).items()}
+    train_batches, eval_batches = batches(int(config.seed)), None
+    if config.data.get('train_path'):
+        from data_pipeline import mreserve_reader  # imports TensorFlow: only when needed
+        train_batches, eval_batches = mreserve_reader.make_batch_functions(config)
+        if not config.data.get('eval_path'):
+            eval_batches = None
     return Task(name=f'mreserve_pretrain_{config.get("variant", "custom")}', init=init,
-                loss=loss, batch_spec=spec, train_batches=batches(int(config.seed)))
+                loss=loss, batch_spec=spec, train_batches=train_batches,
+                eval_batches=eval_batches)

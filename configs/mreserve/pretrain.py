@@ -45,7 +45,9 @@ def get_config(arg=None):
     c.data = ml_collections.ConfigDict(dict(
         _DATA[args.variant], num_segment_groups=2, num_audio_subsegments=3, mask_rate=0.25,
         num_audio2text_seqs=1, num_text2audio_seqs=1, num_text_seqs=1,
-        num_text_seqs_in_record=1, use_audio_token_prob=0.5))
+        num_text_seqs_in_record=1, use_audio_token_prob=0.5,
+        # Reader (data_pipeline/mreserve_reader.py); no train_path = synthetic batches.
+        train_path='', eval_path='', shuffle_buffer=4096, cycle_length=16))
 
     # Spec §5.1: bf16-moment AdamW without bias correction, b2 0.98, eps 1e-6, decay 0.1 on
     # matrices, linear warmup then cosine to 2% of the peak; no gradient clipping.
