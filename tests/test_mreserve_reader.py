@@ -259,3 +259,92 @@ def test_parse_spec_agrees_with_the_writer():
     b = builder(tf.constant(0, tf.int64), theirs, seed)
     for key in a:
         np.testing.assert_array_equal(a[key].numpy(), b[key].numpy(), err_msg=key)
+
+
+# --- the sequence builder (data_pipeline/mreserve_masking.py) on hand-made inputs ---------
+
+def test_assign_rows_nearest_window_and_monotone():
+    starts = np.array([[2, 64, 126], [2, 64, 126]])
+    centre = lambda k: (masking.window_times(np.array(starts[0][k], float))[0] +
+                        masking.window_times(np.array(starts[0][k], float))[1]) / 2
+    cents = np.array([centre(0), centre(2), centre(1), centre(0) + 0.01, centre(2)])
+    rows = masking.assign_rows(np.array([3, 2]), cents, starts)
+    np.testing.assert_array_equal(rows, [0, 2, 2, 3, 5])    # the 3rd token is clamped by cummax
+
+
+def test_reassign_and_increase_textmask():
+    rng = np.random.default_rng(0)
+    rows = [[(11, 0.1), (12, 0.5)], [], [(13, 4.0)]]
+    masking.reassign_empty_tokens(rows, {1}, rng)
+    assert rows == [[(11, 0.1)], [(12, 0.5)], [(13, 4.0)]]
+    rows = [[(11, 0.1)], [], [(13, 4.0)]]
+    masking.reassign_empty_tokens(rows, {1}, rng)        # no neighbour with >= 2 tokens
+    assert rows[1] == []
+    rows = [[(11, 0.9), (12, 1.6)], [(20, 2.0)], [(13, 3.05), (14, 3.5)]]
+    masking.increase_textmask(rows, {1}, np.array([0, 1.7, 0]), np.array([0, 3.0, 0]),
+                              np.array([0, 0, 0]), 0.125, rng)
+    assert rows[1] == [(12, 1.6), (20, 2.0), (13, 3.05)]
+    rows = [[(12, 1.6)], [(20, 2.0)], [(13, 3.05)]]
+    masking.increase_textmask(rows, {1}, np.array([0, 1.8, 0]), np.array([0, 3.0, 0]),
+                              np.array([0, 1, 1]), 0.125, rng)   # 1.6 too early; row 0 other video
+    assert rows[1] == [(20, 2.0), (13, 3.05)]
+
+
+def test_select_tokens_keeps_masks_and_audio_runs():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        units = []
+        for r in range(24):
+            kind = rng.integers(3)
+            if kind == 0:
+                units.append(([masking.AUDIOSPAN] * 6, [r] * 6, [-1] * 6, r, False))
+            elif kind == 1:
+                units += [([int(t)], [r], [-1], r, False) for t in rng.integers(11, 99, 9)]
+            else:
+                units.append(([masking.MASK], [r], [r], r, True))
+        out = masking.select_tokens(units, 40, rng)
+        tok = out[0]
+        assert (tok == masking.MASK).sum() == min(sum(u[4] for u in units), 40)
+        pos = np.flatnonzero(tok == masking.AUDIOSPAN)
+        assert len(pos) % 6 == 0
+        for run in pos.reshape(-1, 6):
+            assert (np.diff(run) == 1).all() and len(set(out[1][run])) == 1
+        assert (np.diff(out[1][tok != 0]) >= 0).all()          # order kept
+
+
+def test_random_text_span_lengths_and_budget():
+    c = masking.SequenceConfig()
+    valid = reader.default_token_is_valid()
+    rng = np.random.default_rng(0)
+    lengths = []
+    for _ in range(30):
+        seq, spans = masking.random_text_sequence(c, rng.integers(11, 32768, 1536), valid, rng)
+        tok, _, tptr = seq[0]
+        assert (tok == masking.MASK).sum() == 38
+        np.testing.assert_array_equal(tptr[tok == masking.MASK], 24 + np.arange(38))
+        assert (tok != 0).sum() >= 600            # filled towards 640 from the leftovers
+        lengths += [len(s) for s in spans]
+    assert 1 <= min(lengths) and max(lengths) <= 15
+    assert abs(np.mean(lengths) - masking.SPAN_LENGTH_MEAN) < 0.5
+    # spans made only of YouTube-like tokens are preferred 5:1, and targets drop the others
+    valid = np.zeros(32768, bool)
+    valid[1000:] = True
+    text = rng.integers(11, 32768, 1536)
+    text[::7] = 50
+    seq, spans = masking.random_text_sequence(c, text, valid, rng)
+    assert all(50 not in s for s in spans)
+
+
+def test_matching_sequence_audio_or_text():
+    c = masking.SequenceConfig(use_audio_token_prob=1.0)
+    seg_tokens = [[100 + s] * 3 for s in range(16)]
+    seg_rows = [[3 * s] * 3 for s in range(16)]
+    meta = (np.array([11, 12]), np.array([13]), np.array([14]))
+    seq = masking.matching_sequence(c, seg_tokens, seg_rows, meta, np.random.default_rng(0))[0]
+    tok = seq[0]
+    assert (tok == masking.LTOVPOOL).sum() == 16 and (tok == masking.AUDIOSPAN).sum() == 288
+    np.testing.assert_array_equal(tok[:15], [1, 3388, 35, 11, 12, 1, 2026, 35, 13, 1, 10884,
+                                             35, 14, 2, masking.LTOVPOOL])
+    c = masking.SequenceConfig(use_audio_token_prob=0.0)
+    seq = masking.matching_sequence(c, seg_tokens, seg_rows, meta, np.random.default_rng(0))[0]
+    assert (seq[0] == masking.AUDIOSPAN).sum() == 0 and (seq[0] == 115).sum() == 3
