@@ -53,3 +53,47 @@ def video_batch(seed: int, config: HeroConfig, *, videos: int = 4, frames: int =
             out['sub_ids'][b, s, 1:] = PAD_ID          # query text leaves the video context
             out['sub_mask'][b, s, 1:] = 0
     return out
+
+
+def mlm_batch(seed: int, config: HeroConfig, *, examples: int = 4, frames: int = 4,
+              txt_len: int = 6) -> dict[str, np.ndarray]:
+    """MLM examples: one subtitle each, `[CLS] + ids` with its aligned frames (no labels: the
+    task masks on device)."""
+    rng = np.random.default_rng(seed)
+    out = dict(frame_feats=np.zeros((examples, frames, config.vfeat_dim), np.float32),
+               frame_mask=np.zeros((examples, frames), np.int32),
+               txt_ids=np.full((examples, txt_len), PAD_ID, np.int32),
+               txt_mask=np.zeros((examples, txt_len), np.int32))
+    for i in range(examples):
+        n = int(rng.integers(0, frames + 1))
+        out['frame_feats'][i, :n] = rng.normal(size=(n, config.vfeat_dim))
+        out['frame_mask'][i, :n] = 1
+        length = int(rng.integers(2, txt_len + 1))
+        out['txt_ids'][i, :length] = [CLS_ID, *rng.integers(4, config.vocab_size - 1,
+                                                             size=length - 1)]
+        out['txt_mask'][i, :length] = 1
+    return out
+
+
+def pretrain_batch(config: HeroConfig, sizes: dict, seed: int, rows, step: int):
+    """The mixed-task batch of hero/task.py (`mlm.*`, `video.*`, `vsm.*`) for global rows
+    `rows` of step `step`; every row depends only on (seed, step, row)."""
+    parts: dict[str, list] = {}
+    for row in rows:
+        row_seed = int(np.random.SeedSequence([seed, step, row]).generate_state(1)[0])
+        mlm = mlm_batch(row_seed, config, examples=1, frames=sizes['frames_per_sub'],
+                        txt_len=sizes['query_len'])
+        video = video_batch(row_seed + 1, config, videos=1, frames=sizes['frames'],
+                            subs=sizes['subs_per_video'], sub_frames=sizes['frames_per_sub'],
+                            txt_len=sizes['txt_len'], queries=sizes['queries_per_video'],
+                            query_len=sizes['query_len'])
+        vsm = video_batch(row_seed + 2, config, videos=1, frames=sizes['frames'],
+                          subs=sizes['subs_per_video'], sub_frames=sizes['frames_per_sub'],
+                          txt_len=sizes['txt_len'], queries=sizes['queries_per_video'],
+                          query_len=sizes['query_len'])
+        for prefix, part in (('mlm', mlm), ('video', video), ('vsm', vsm)):
+            for key, value in part.items():
+                if prefix == 'video' and key.startswith('query'):
+                    continue
+                parts.setdefault(f'{prefix}.{key}', []).append(value)
+    return {key: np.concatenate(values) for key, values in parts.items()}

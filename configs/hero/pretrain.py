@@ -59,9 +59,13 @@ def get_config(arg=None):
         hard_negative_start_step=20000, hard_pool_size=20, hard_neg_weight=10.0,
         easy_neg_weight=0.1, drop_svmr_prob=0.8, hinge_grad_scale=1.0))
 
+    # static padding sizes of a batch (hero/modeling.py layout): frames per video, subtitles per
+    # video, frames per subtitle; text gets one more slot for [SEP] / [CLS]
     c.data = ml_collections.ConfigDict()
-    c.data.max_clip_len = 100
-    c.data.max_txt_len = 60
+    c.data.max_clip_len = 12 if tiny else 100
+    c.data.max_txt_len = 7 if tiny else 60
+    c.data.subs_per_video = 5 if tiny else 48
+    c.data.frames_per_sub = 4 if tiny else 16
     c.data.query_per_video = 5
     c.data.sub_ctx_len = 0
 

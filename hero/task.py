@@ -1,5 +1,5 @@
-"""Engine-facing pieces of HERO pretraining: loss functions with the `trainer.task.LossFn`
-signature, the per-step task draw of the 2:2:1:2 mixture, and the batch layout.
+"""HERO pretraining as an engine Task: loss functions with the `trainer.task.LossFn` signature,
+the per-step task draw of the 2:2:1:2 mixture, the batch layout and `build_task`.
 
 Corruption (MLM masking, MFM frame masks, FOM shuffles) happens on device from the step's rng, so
 the input pipeline only delivers clean features and tokens. One global batch holds three parts,
@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hero import masking, pretrain
+from hero import masking, pretrain, synthetic
 from hero.config import HeroConfig
-from hero.modeling import HeroModel
+from hero.modeling import HeroModel, init_params
 from hero.vsm import VsmSettings
+from trainer.mesh import rules_from_config
+from trainer.task import BatchSpec, Task
 
 TASKS = ('mlm', 'mfm-nce', 'mffr', 'fom', 'vsm')
 
@@ -121,3 +124,42 @@ class HeroPretraining:
         index = self.sample_task(step)
         loss, metrics = jax.lax.switch(index, [branch(n) for n in names], params)
         return loss, dict(metrics, task=index)
+
+
+def batch_sizes(config) -> dict[str, int]:
+    """Static per-example sizes of the mixed batch, from the config's data section."""
+    data = config.data
+    return dict(frames=data.max_clip_len, subs_per_video=data.subs_per_video,
+                frames_per_sub=data.frames_per_sub, txt_len=data.max_txt_len + 1,
+                query_len=data.max_txt_len + 1, queries_per_video=data.query_per_video)
+
+
+def build_task(config) -> Task:
+    """HERO pretraining as an engine Task; batches are synthetic until the HERO reader exists."""
+    dtype = jnp.dtype(config.train.dtype)
+    hero = HeroPretraining.from_config(config, dtype=dtype)
+    rules = rules_from_config(config.mesh.rules)
+    global_batch = int(config.train.global_batch)
+    sizes = batch_sizes(config)
+
+    def init(rng, batch):
+        del batch   # init_params builds its own minimal inputs
+        return init_params(hero.model, rng)
+
+    def loss(params, batch, rng, step):
+        # activation constraints need the logical rules while tracing
+        with nn.logical_axis_rules(rules):
+            return hero.mixed_loss(params, batch, rng, step)
+
+    def iterate(start_step, process_index, process_count):
+        local = global_batch // process_count
+        rows = range(process_index * local, (process_index + 1) * local)
+        step = start_step
+        while True:
+            yield synthetic.pretrain_batch(hero.model.config, sizes, int(config.seed), rows, step)
+            step += 1
+
+    example = synthetic.pretrain_batch(hero.model.config, sizes, 0, range(1), 0)
+    spec = {k: BatchSpec((global_batch,) + v.shape[1:], v.dtype) for k, v in example.items()}
+    return Task(name='hero_pretrain', init=init, loss=loss, batch_spec=spec,
+                train_batches=iterate)

@@ -13,7 +13,7 @@ from configs.common import DEFAULT_RULES
 from configs.hero.pretrain import get_config
 from hero import pretrain, synthetic
 from hero.modeling import init_params
-from hero.tasks import HeroPretraining
+from hero.task import HeroPretraining
 from hero.vsm import VsmSettings
 
 FAST_COMPILE = {'xla_backend_optimization_level': 0, 'xla_llvm_disable_expensive_passes': True}
@@ -81,3 +81,17 @@ def test_mixed_loss_draws_tasks_and_trains():
     assert drawn == {0, 1, 2, 3}
     # the draw depends on seed and step only
     assert int(hero.sample_task(5)) == int(dataclasses.replace(hero).sample_task(5))
+
+
+def test_build_task_batches_are_host_sliced_and_match_the_spec():
+    from hero.task import build_task
+    config = get_config('variant=tiny')
+    task = build_task(config)
+    single = next(task.train_batches(3, 0, 1))
+    halves = [next(task.train_batches(3, p, 2)) for p in range(2)]
+    assert set(single) == set(task.batch_spec)
+    for key, spec in task.batch_spec.items():
+        assert single[key].shape == spec.shape and single[key].dtype == spec.dtype, key
+        np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), single[key])
+    assert not np.array_equal(next(task.train_batches(4, 0, 1))['video.frame_feats'],
+                              single['video.frame_feats'])
