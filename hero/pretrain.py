@@ -17,8 +17,6 @@ import jax.numpy as jnp
 from hero.modeling import VIDEO_KEYS, HeroModel
 from hero.vsm import VsmSettings, ranking_terms, span_ce, video_query_scores
 
-__all__ = ['VsmSettings']
-
 
 def _video(batch):
     return {k: batch[k] for k in VIDEO_KEYS}
@@ -30,7 +28,7 @@ def _apply(model, params, fn, rng, deterministic, *args):
 
 
 def cross_entropy(logits, labels):
-    """Per-item CE; labels -1 give 0 (callers mask them)."""
+    """Per-item CE; entries with label -1 hold a meaningless value that callers mask out."""
     logits = logits.astype(jnp.float32)
     picked = jnp.take_along_axis(logits, jnp.maximum(labels, 0)[..., None], axis=-1)[..., 0]
     return jax.nn.logsumexp(logits, axis=-1) - picked
@@ -91,6 +89,8 @@ def mfm_nce_terms(preds, feats, mfm_mask, group_size: int = 0):
     """
     b, length, dim = preds.shape
     groups = b // group_size if group_size and b > group_size else 1
+    if b % groups:
+        raise ValueError(f'{b} videos do not split into NCE groups of {group_size}')
     n = b * length // groups
     p = preds.reshape(groups, n, dim).astype(jnp.float32)
     t = feats.reshape(groups, n, dim).astype(jnp.float32)
