@@ -53,7 +53,9 @@ def layer_norm(name: str, dtype: Dtype, param_dtype: Dtype) -> nn.LayerNorm:
 
 
 def constrain(x: jax.Array, *axes: str | None) -> jax.Array:
-    """Logical sharding constraint on an activation; a no-op outside a mesh."""
+    """Logical sharding constraint on an activation; a no-op outside a mesh. Inside a mesh
+    the caller must set `nn.logical_axis_rules` (mreserve/task.py does), otherwise flax
+    constrains every named axis to be replicated."""
     return nn.with_logical_constraint(x, tuple(axes))
 
 

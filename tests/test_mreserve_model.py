@@ -12,7 +12,14 @@ import pytest
 from configs.common import DEFAULT_RULES
 from configs.mreserve.pretrain import get_config
 from mreserve.convert import NotACheckpointError, convert
-from mreserve.layers import TransformerEncoder, kernel_init
+from mreserve.layers import (
+    TransformerEncoder,
+    apply_rotary,
+    kernel_init,
+    rotary_coords_1d,
+    rotary_coords_2d,
+    rotary_sinusoids,
+)
 from mreserve.model_config import ModelConfig
 from mreserve.params import (
     abstract_params,
@@ -76,6 +83,27 @@ def test_kernel_init_std():
         expected = min(18 / in_size, 0.02) / math.sqrt(2) * unit_std
         assert abs(x.std() / expected - 1) < 0.02, (shape, x.std(), expected)
         assert np.abs(x).max() <= 2 * min(18 / in_size, 0.02) / math.sqrt(2) + 1e-7
+
+
+def test_rotary_is_the_original_elementwise_scaling():
+    """Spec §1.2: pair (2i, 2i+1) -> x[2i](sin - cos), x[2i+1](sin + cos) on the first 32
+    dims of each head, dims 32.. untouched; the CLS (all-zero coords) negates even dims."""
+    coords = jax.random.normal(jax.random.key(0), (1, 5, 4))
+    x = jax.random.normal(jax.random.key(1), (1, 5, 3, 64))
+    out = np.asarray(apply_rotary(x, rotary_sinusoids(coords)))
+    freqs = 2.0 ** np.linspace(0, np.log2(5), 4)
+    theta = (np.asarray(coords)[..., None] * freqs * np.pi).reshape(1, 5, 16)[:, :, None]
+    x = np.asarray(x)
+    np.testing.assert_allclose(out[..., 0:32:2], x[..., 0:32:2] * (np.sin(theta) - np.cos(theta)),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[..., 1:32:2], x[..., 1:32:2] * (np.sin(theta) + np.cos(theta)),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out[..., 32:], x[..., 32:])
+    cls = np.asarray(apply_rotary(x, rotary_sinusoids(jnp.zeros((1, 5, 4)))))
+    np.testing.assert_allclose(cls[..., 0:32:2], -x[..., 0:32:2])
+    np.testing.assert_allclose(rotary_coords_1d(6), [-3, -2, -1, 1, 2, 3])
+    np.testing.assert_allclose(rotary_coords_2d(2, 3)[:3], np.array(
+        [[-1, -1], [-1, 1], [-1, 2]]) / 4)
 
 
 def test_initial_values_in_the_model():
