@@ -433,9 +433,10 @@ def make_dataset(config, process_index: int = 0, process_count: int = 1, *, star
     """Host-local batches (dicts of tensors) starting at `start_step`.
 
     Data keys used (all optional but the path): data.train_path / data.eval_path (glob,
-    directory of *.tfrecord* files, or TFDS directory), data.shuffle_buffer (4096 as the
-    original), data.cycle_length (16), data.tfds_split ('train') / data.tfds_eval_split ('val',
-    the writer's name), data.num_threads (cores).
+    directory of *.tfrecord* files, or TFDS directory), data.token_is_valid / data.tokenizer
+    (see resolve_token_is_valid), data.shuffle_buffer (4096 as the original),
+    data.cycle_length (16), data.tfds_split ('train') / data.tfds_eval_split ('val', the
+    writer's name), data.num_threads (cores).
     Train: endless, shuffled, augmented. Eval: one ordered pass, no augmentation, fixed
     randomness for the sequences (independent of `seed`), drop_remainder."""
     if path is None:
@@ -443,8 +444,7 @@ def make_dataset(config, process_index: int = 0, process_count: int = 1, *, star
         if not path:
             raise ValueError(f'set data.{"train" if train else "eval"}_path')
     batch_size = batch_size or host_batch_size(config, process_count)
-    if token_is_valid is None:
-        token_is_valid = default_token_is_valid(int(config['model'].get('vocab_size', 32768)))
+    token_is_valid = resolve_token_is_valid(config, token_is_valid)
     split = (_data(config, 'tfds_split', 'train') if train
              else _data(config, 'tfds_eval_split', 'val'))
     source = RecordSource(path, process_index, process_count, split)
@@ -522,3 +522,20 @@ def default_token_is_valid(vocab_size: int = 32768) -> np.ndarray:
     table = np.ones(vocab_size, bool)
     table[:11] = False
     return table
+
+
+def resolve_token_is_valid(config, token_is_valid: np.ndarray | None = None) -> np.ndarray:
+    """The TOKEN_IS_VALID table (spec §4): the argument if given; else data.token_is_valid
+    (a .npy bool file); else data.tokenizer (a tokenizer file: the table is computed once
+    here, so batches never call the tokenizer); else every id > 10 (default_token_is_valid)."""
+    if token_is_valid is not None:
+        return np.asarray(token_is_valid, bool)
+    table_path = _data(config, 'token_is_valid', '')
+    if table_path:
+        return np.load(table_path).astype(bool)
+    tokenizer_path = _data(config, 'tokenizer', '')
+    if tokenizer_path:
+        from data_pipeline.tokenizer import load_tokenizer
+        return load_tokenizer(tokenizer_path).valid_token_mask()
+    model = config['model']
+    return default_token_is_valid(int(model['vocab_size']) if 'vocab_size' in model else 32768)

@@ -348,3 +348,44 @@ def test_matching_sequence_audio_or_text():
     c = masking.SequenceConfig(use_audio_token_prob=0.0)
     seq = masking.matching_sequence(c, seg_tokens, seg_rows, meta, np.random.default_rng(0))[0]
     assert (seq[0] == masking.AUDIOSPAN).sum() == 0 and (seq[0] == 115).sum() == 3
+
+
+@pytest.mark.slow
+def test_reader_batch_runs_through_the_pretraining_forward(tiny_path):
+    """A tiny reader batch through MerlotReservePretrainer + the losses: finite, and every
+    span/audio target the model gathers is present."""
+    pytest.importorskip('flax')
+    import flax.linen as nn
+    import jax
+
+    from configs.mreserve.pretrain import get_config
+    from mreserve.losses import pretrain_losses
+    from mreserve.model_config import ModelConfig
+    from mreserve.params import init_params
+    from mreserve.pretrain_model import MerlotReservePretrainer
+    config = get_config('variant=tiny')
+    config.data.train_path = tiny_path
+    config.data.shuffle_buffer = 8
+    config.data.cycle_length = 2
+    config.data.num_threads = 2
+    config.train.global_batch = 4
+    batch = next(reader.train_batches(config, 0, 0, 1))
+    model_config = ModelConfig.from_config(config)
+    params = nn.meta.unbox(init_params(model_config, jax.random.key(0)))
+    preds = jax.jit(lambda p, b: MerlotReservePretrainer(model_config).apply(
+        {'params': p}, b, jax.random.key(1)))(params, batch)
+    losses = pretrain_losses(preds)
+    assert all(np.isfinite(float(v)) for v in losses.values()), losses
+    assert preds['text_to_audio']['x'].shape[1] == model_config.num_targets
+    # every T2A target's MASKAUDIO survived length control, so no x row is zero
+    assert (np.abs(np.asarray(preds['text_to_audio']['x'])).sum(-1) > 0).all()
+
+
+def test_token_is_valid_from_config(tmp_path):
+    table = np.zeros(32768, bool)
+    table[500:] = True
+    np.save(tmp_path / 'valid.npy', table)
+    config = make_config(TINY, (4, 6), '', token_is_valid=str(tmp_path / 'valid.npy'))
+    np.testing.assert_array_equal(reader.resolve_token_is_valid(config), table)
+    default = reader.resolve_token_is_valid(make_config(TINY, (4, 6), ''))
+    assert not default[:11].any() and default[11:].all()
