@@ -47,7 +47,9 @@ def get_config(arg=None):
         num_audio2text_seqs=1, num_text2audio_seqs=1, num_text_seqs=1,
         num_text_seqs_in_record=1, use_audio_token_prob=0.5,
         # Reader (data_pipeline/mreserve_reader.py); no train_path = synthetic batches.
-        train_path='', eval_path='', shuffle_buffer=4096, cycle_length=16))
+        # token_is_valid: a .npy table, or tokenizer: a tokenizer file (spec §4).
+        train_path='', eval_path='', shuffle_buffer=4096, cycle_length=16,
+        token_is_valid='', tokenizer=''))
 
     # Spec §5.1: bf16-moment AdamW without bias correction, b2 0.98, eps 1e-6, decay 0.1 on
     # matrices, linear warmup then cosine to 2% of the peak; no gradient clipping.
