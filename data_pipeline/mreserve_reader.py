@@ -36,6 +36,7 @@ resuming costs at most one counting pass plus one epoch of reads, never the deco
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 from collections.abc import Iterator, Mapping
@@ -65,7 +66,7 @@ def sequence_config(config: Mapping) -> masking.SequenceConfig:
     for section in ('model', 'data'):
         if section in config:
             values.update(dict(config[section].items()))
-    names = {f.name for f in masking.dataclasses.fields(masking.SequenceConfig)}
+    names = {f.name for f in dataclasses.fields(masking.SequenceConfig)}
     c = masking.SequenceConfig(**{k: v for k, v in values.items() if k in names})
     if c.num_segments > NUM_CHUNKS:
         raise ValueError(f'data.num_segments={c.num_segments} > {NUM_CHUNKS} chunks per record')
@@ -436,9 +437,10 @@ def make_dataset(config, process_index: int = 0, process_count: int = 1, *, star
     directory of *.tfrecord* files, or TFDS directory), data.token_is_valid / data.tokenizer
     (see resolve_token_is_valid), data.shuffle_buffer (4096 as the original),
     data.cycle_length (16), data.tfds_split ('train') / data.tfds_eval_split ('val', the
-    writer's name), data.num_threads (cores).
+    writer's name), data.num_threads (cores), data.eval_steps (see eval_steps).
     Train: endless, shuffled, augmented. Eval: one ordered pass, no augmentation, fixed
-    randomness for the sequences (independent of `seed`), drop_remainder."""
+    randomness for the sequences (independent of `seed`), the same number of batches on
+    every host."""
     if path is None:
         path = _data(config, 'train_path' if train else 'eval_path', '')
         if not path:
@@ -474,7 +476,10 @@ def make_dataset(config, process_index: int = 0, process_count: int = 1, *, star
     base = tf.constant([seed, process_index if train else 0], tf.int64)
     ds = records.map(lambda i, r: builder(i, r, base), num_parallel_calls=tf.data.AUTOTUNE,
                      deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if not train:
+        ds = ds.take(eval_steps(config, path, split, batch_size, process_count))
+    ds = ds.prefetch(2)
     options = tf.data.Options()
     options.deterministic = True
     threads = int(_data(config, 'num_threads', os.cpu_count() or 1))
@@ -482,6 +487,19 @@ def make_dataset(config, process_index: int = 0, process_count: int = 1, *, star
     options.autotune.enabled = True
     options.experimental_optimization.map_parallelization = True
     return ds.with_options(options)
+
+
+def eval_steps(config, path: str, split: str, batch_size: int, process_count: int) -> int:
+    """Eval batches per host, equal on every host (a multi-host eval step is collective):
+    data.eval_steps if set (> 0), else the smallest host share // batch. Hosts learn the
+    other shares from TFDS metadata, or by counting every eval file once (no parsing)."""
+    steps = int(_data(config, 'eval_steps', 0))
+    if steps > 0:
+        return steps
+    if process_count == 1:
+        return -1                                            # everything (drop_remainder)
+    counts = [RecordSource(path, i, process_count, split).count() for i in range(process_count)]
+    return min(counts) // batch_size
 
 
 def _as_numpy(ds) -> Iterator[dict[str, np.ndarray]]:

@@ -118,9 +118,9 @@ def test_batch_spec_matches_model_layout():
 
 def test_resume_reproduces_the_stream(tiny_path):
     config = make_config(TINY, (4, 6), tiny_path, batch=4)
-    full = take(reader.train_batches(config, 0, 0, 1), 9)    # 36 records: into epoch 2
-    for k in (3, 7):
-        resumed = take(reader.train_batches(config, k, 0, 1), 9 - k)
+    full = take(reader.train_batches(config, 0, 0, 1), 8)    # 6 steps per epoch
+    for k, n in ((4, 3), (7, 1)):            # across the epoch boundary; from epoch 1
+        resumed = take(reader.train_batches(config, k, 0, 1), n)
         for a, b in zip(full[k:], resumed):
             for key in a:
                 np.testing.assert_array_equal(a[key], b[key], err_msg=f'step {k} {key}')
@@ -389,3 +389,15 @@ def test_token_is_valid_from_config(tmp_path):
     np.testing.assert_array_equal(reader.resolve_token_is_valid(config), table)
     default = reader.resolve_token_is_valid(make_config(TINY, (4, 6), ''))
     assert not default[:11].any() and default[11:].all()
+
+
+def test_eval_has_the_same_number_of_batches_on_every_host(tmp_path):
+    from data_pipeline.mreserve_synthetic import make_record
+    rng = np.random.default_rng(7)
+    for f, n in enumerate((5, 2, 3)):                   # hosts of 2: files {0, 2} and {1}
+        with tf.io.TFRecordWriter(str(tmp_path / f'val{f:05d}.tfrecord')) as w:
+            for _ in range(n):
+                w.write(make_record(rng, (64, 96)))
+    config = make_config(TINY, (4, 6), str(tmp_path / 'val*.tfrecord'), batch=2)
+    counts = [len(list(reader.eval_batches(config, 0, i, 2))) for i in range(2)]
+    assert counts == [2, 2]              # host shares of 8 and 2 records, host batch 1
