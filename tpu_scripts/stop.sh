@@ -42,18 +42,21 @@ if [ -n "\$pid" ] && kill -0 "\$pid" 2>/dev/null; then
   if [ "\$grace" -gt 0 ]; then
     echo "\$(hostname): SIGTERM to job \$pid, waiting up to \${grace}s"
     kill -TERM -- "-\$pid" 2>/dev/null || kill -TERM "\$pid" 2>/dev/null || true
-    for _ in \$(seq "\$grace"); do kill -0 "\$pid" 2>/dev/null || break; sleep 1; done
+    for _ in \$(seq "\$((grace * 10))"); do kill -0 "\$pid" 2>/dev/null || break; sleep 0.1; done
   fi
   kill -KILL -- "-\$pid" 2>/dev/null || kill -KILL "\$pid" 2>/dev/null || true
 fi
 rm -f "\$logs/job.pid"
-devices=\$(ls $TPU_DEVICE_GLOBS 2>/dev/null | grep -v '^/dev/vfio/vfio\$' || true)
-holders=''
+devices=""
+for f in $TPU_DEVICE_GLOBS; do
+  if [ -c "\$f" ] && [ "\$f" != /dev/vfio/vfio ]; then devices="\$devices \$f"; fi
+done
+holders=""
 if [ -n "\$devices" ]; then
   if command -v lsof >/dev/null; then
-    holders=\$(maybe_sudo lsof -t \$devices 2>/dev/null | sort -u | tr '\n' ' ' || true)
+    holders=\$(maybe_sudo lsof -t \$devices 2>/dev/null | sort -u | tr "\\n" " " || true)
   elif command -v fuser >/dev/null; then
-    holders=\$(maybe_sudo fuser \$devices 2>/dev/null | tr -s ' ' || true)
+    holders=\$(maybe_sudo fuser \$devices 2>/dev/null | tr -s " " || true)
   fi
 fi
 holders=\$(echo \$holders)
