@@ -126,7 +126,7 @@ def test_initial_values_in_the_model():
 
 
 def test_scan_layout_roundtrip():
-    params = jax.tree.map(np.asarray, random_params(variant('tiny'), 1))
+    params = jax.tree.map(np.asarray, random_params(variant('tiny'), 0))
     scanned = to_scanned(params)
     assert scanned['joint_transformer']['layers']['mlp_layer']['out']['kernel'].shape == (
         2, 256, 64)
