@@ -6,7 +6,10 @@ Writes synthetic base-shape records (16 chunks, 288x512 JPEG frames, 64x188 spec
 transcripts, random text) to a temporary folder, then times, on the same records:
 
   parse      tf.io.parse_single_example only
+  jpeg       parse + the 16 frame JPEG decodes only
   images     parse + 16 frame decodes/augmentations (resize, crop, space-to-depth)
+  images_tf_resize   the same with tf.image.resize(antialias=True) instead of the banded
+             matmul resize (what the banded resize saves)
   audio      parse + 16 spectrogram decodes and windows
   sequences  the numpy sequence builder alone (one Python thread)
   full       the reader's tf.data pipeline (`make_dataset`), batches of --batch
@@ -78,8 +81,24 @@ def main(argv=None):
     options.threading.private_threadpool_size = args.threads
     raw = tf.data.TFRecordDataset(tf.io.gfile.glob(path)).cache().repeat()
     parse = lambda r: tf.io.parse_single_example(r, builder.features)
+    jpeg = lambda f: tf.stack([tf.io.decode_jpeg(f[f'c{k:02d}/image/encoded'])[0, 0]
+                               for k in range(16)])
+
+    def images_tf_resize(i, r):
+        """The image stage with TF's own tf.image.resize(antialias=True) (ScaleAndTranslate)."""
+        ours = reader.resize
+        reader.resize = lambda img, size, method: tf.switch_case(method, [
+            lambda m=m: tf.image.resize(img, size, method=m, antialias=True)
+            for m in reader.RESIZE_METHODS])
+        try:
+            return builder.decode_images(parse(r), reader._seed(seed, i))
+        finally:
+            reader.resize = ours
+
     stage_fns = {
         'parse': lambda i, r: parse(r)['c00/image/encoded'],
+        'jpeg': lambda i, r: jpeg(parse(r)),
+        'images_tf_resize': images_tf_resize,
         'images': lambda i, r: builder.decode_images(parse(r), reader._seed(seed, i)),
         'audio': lambda i, r: builder.decode_audio(parse(r), reader._seed(seed, i))[0],
     }
@@ -119,12 +138,13 @@ def main(argv=None):
                            wall_examples_per_s=args.examples / wall)
     for name, r in results.items():
         r['examples_per_s_per_core'] = 1e3 / r['cpu_ms_per_example']
-        print(f"{name:10s} {r['cpu_ms_per_example']:7.1f} CPU-ms/example  "
+        print(f"{name:17s} {r['cpu_ms_per_example']:7.1f} CPU-ms/example  "
               f"{r['examples_per_s_per_core']:6.1f} examples/s/core  "
               f"{r['wall_examples_per_s']:6.1f} examples/s wall")
     parse_ms = results['parse']['cpu_ms_per_example']
     costs = {'parse': parse_ms,
              'images': results['images']['cpu_ms_per_example'] - parse_ms,
+             'of which jpeg decode': results['jpeg']['cpu_ms_per_example'] - parse_ms,
              'audio': results['audio']['cpu_ms_per_example'] - parse_ms,
              'sequences': results['sequences']['cpu_ms_per_example']}
     if tmp is not None:
@@ -133,7 +153,7 @@ def main(argv=None):
           'batch': args.batch, 'examples': args.examples,
           'examples_per_s_per_core': results['full']['examples_per_s_per_core'],
           'wall_examples_per_s': results['full']['wall_examples_per_s'],
-          'bound_by': max(costs, key=costs.get),
+          'bound_by': max(('parse', 'images', 'audio', 'sequences'), key=costs.get),
           'stage_cpu_ms_per_example': {k: round(v, 2) for k, v in costs.items()},
           'stages': results, 'target_examples_per_s_per_core': 15})
 
