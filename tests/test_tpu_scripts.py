@@ -92,7 +92,7 @@ def split_ssh(call):
 
 
 def ssh_prefix(node, worker='all'):
-    return SSH + [node] + LOC + [f'--worker={worker}']
+    return SSH + [node] + LOC + [f'--worker={worker}', '--quiet']
 
 
 # ---- help, missing settings, dry run ----
@@ -129,9 +129,11 @@ def test_zone_from_environment_and_bad_flags(env):
     sh('status', '--no-workers', env=env, settings=False)
     assert calls(env) == [['compute', 'tpus', 'tpu-vm', 'describe', NAME, f'--zone={ZONE}',
                            '--format=value(name.basename(),state,health,acceleratorType)']]
-    for bad in (['--bogus'], ['--slices', '0'], ['--slices', 'two']):
+    for bad in (['--bogus'], ['--slices', '0'], ['--slices', 'two'], ['--spot=yes']):
         proc = sh('status', *bad, env=env, check=False)
         assert proc.returncode != 0 and 'error:' in proc.stderr
+    proc = sh('status', env=dict(env, TPU_DRY_RUN='true'), check=False)
+    assert proc.returncode != 0 and "TPU_DRY_RUN must be 0 or 1, got 'true'" in proc.stderr
     assert len(calls(env)) == 1
 
 
@@ -176,11 +178,14 @@ def test_create_tpu_vm(env):
     sh('create', '--accelerator-type', 'v4-32', '--spot', '--', '--labels=team=vidlm', env=env)
     sh('create', '--accelerator-type', 'v6e-8', '--preemptible', '--runtime-version', 'v2-x',
        env=env)
+    sh('create', '--accelerator-type', 'v5litepod-8', '--reserved', env=env)
     assert calls(env) == [
         ['compute', 'tpus', 'tpu-vm', 'create', NAME, *LOC, '--accelerator-type=v4-32',
          '--version=tpu-ubuntu2204-base', '--spot', '--labels=team=vidlm'],
         ['compute', 'tpus', 'tpu-vm', 'create', NAME, *LOC, '--accelerator-type=v6e-8',
          '--version=v2-x', '--preemptible'],
+        ['compute', 'tpus', 'tpu-vm', 'create', NAME, *LOC, '--accelerator-type=v5litepod-8',
+         '--version=v2-alpha-tpuv5-lite', '--reserved'],
     ]
 
 
@@ -201,7 +206,8 @@ def test_create_queued_one_and_two_slices(env):
 
 
 def test_create_rejects_conflicting_capacity(env):
-    for args in (['--spot', '--reserved'], ['--slices', '2', '--preemptible'], ['--reserved']):
+    for args in (['--spot', '--reserved'], ['--slices', '2', '--preemptible'],
+                 ['--spot', '--preemptible']):
         proc = sh('create', '--accelerator-type', 'v4-8', *args, env=env, check=False)
         assert proc.returncode != 0 and 'error:' in proc.stderr
     assert calls(env) == []
@@ -241,7 +247,7 @@ def test_ship_tarball(env, tmp_path, slices):
     expected = []
     for node in nodes(slices):
         expected.append(['compute', 'tpus', 'tpu-vm', 'scp', str(tarball),
-                         f'{node}:vidlm-code.tar.gz', *LOC, '--worker=all'])
+                         f'{node}:vidlm-code.tar.gz', *LOC, '--worker=all', '--quiet'])
         expected.append(ssh_prefix(node))
     recorded = calls(env)
     assert [c if c[3] == 'scp' else c[:-1] for c in recorded] == expected
@@ -372,7 +378,8 @@ def test_launch_status_stop_for_real(env, tmp_path):
         time.sleep(0.05)
     time.sleep(0.1)
     assert json.loads(argv_file.read_text()) == [
-        '-m', 'mreserve.train', '--config', CONFIG, '--workdir', 'runs/local', *OVERRIDES]
+        '-m', 'mreserve.train', '--config', CONFIG, '--workdir', str(home / 'runs/local'),
+        *OVERRIDES]
     logs = home / 'vidlm-logs'
     assert (logs / 'latest.log').resolve().name.startswith('r1.')
     assert 'running (pid' in sh('status', env=env).stdout

@@ -28,6 +28,8 @@ script_flag() {
 }
 
 parse_flags "$@"
+check_bool TPU_WAIT
+[[ $TPU_POLL_SECONDS =~ ^[1-9][0-9]*$ ]] || die "TPU_POLL_SECONDS must be a positive integer"
 require TPU_NAME TPU_ZONE TPU_ACCELERATOR
 TPU_RUNTIME=${TPU_RUNTIME:-$(default_runtime "$TPU_ACCELERATOR")}
 if ((TPU_SPOT + TPU_PREEMPTIBLE + TPU_RESERVED > 1)); then
@@ -50,11 +52,11 @@ if ((TPU_QUEUED)); then
     '--format=value(state.state)')
   ready=ACTIVE
 else
-  if ((TPU_RESERVED)); then die "--reserved needs a queued resource: add --queued"; fi
   cmd=(gcloud compute tpus tpu-vm create "$TPU_NAME" "${LOC[@]}"
     --accelerator-type="$TPU_ACCELERATOR" --version="$TPU_RUNTIME")
   if ((TPU_SPOT)); then cmd+=(--spot); fi
   if ((TPU_PREEMPTIBLE)); then cmd+=(--preemptible); fi
+  if ((TPU_RESERVED)); then cmd+=(--reserved); fi
   describe=(gcloud compute tpus tpu-vm describe "$TPU_NAME" "${LOC[@]}" '--format=value(state)')
   ready=READY
 fi

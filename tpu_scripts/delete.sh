@@ -23,6 +23,7 @@ script_flag() {
 }
 
 parse_flags "$@"
+check_bool TPU_YES
 require TPU_NAME TPU_ZONE
 gcloud_loc
 

@@ -21,7 +21,7 @@ come from the queued resource's TPU metadata, which jax and libtpu read themselv
 nothing else is set (override with --env MEGASCALE_...=... only if you know why).
 
 The work directory should be gs://BUCKET/PATH: every host of a slice must see the same
-checkpoints. A local path is relative to the code directory and only fits one-host slices.
+checkpoints. A local path (relative: under the worker's \$HOME) only fits one-host slices.
 
 Script flags:
   --config FILE[:ARGS]     config file, relative to the code directory [TPU_CONFIG]
@@ -68,7 +68,13 @@ if ((TPU_SLICES > 1)) && [[ " ${OVERRIDES[*]} " != *" --config.mesh.dcn_data="* 
   OVERRIDES+=("--config.mesh.dcn_data=$TPU_SLICES")
 fi
 
-TRAIN=(--config "$TPU_CONFIG" --workdir "$TPU_WORKDIR" "${OVERRIDES[@]}" "${POSITIONAL[@]}")
+# A relative local work directory lives under the worker's $HOME (ship.sh replaces the code
+# directory, so it must not be in there).
+if [[ $TPU_WORKDIR == *://* || $TPU_WORKDIR == /* ]]; then
+  workdir=$(q "$TPU_WORKDIR")
+else
+  workdir=$(rpath "$TPU_WORKDIR")
+fi
 
 launch_script() {
   local env_prefix=''
@@ -85,7 +91,7 @@ fi
 log="\$logs"/$(q "$TPU_RUN").\$(hostname).log
 ln -sfn "\$log" "\$logs/latest.log"
 cd "\$code"
-setsid nohup ${env_prefix}$(rpath "$TPU_VENV")/bin/python -m $TPU_MODULE $(quote_all "${TRAIN[@]}") >"\$log" 2>&1 </dev/null &
+setsid nohup ${env_prefix}$(rpath "$TPU_VENV")/bin/python -m $TPU_MODULE --config $(q "$TPU_CONFIG") --workdir $workdir $(quote_all "${OVERRIDES[@]}" "${POSITIONAL[@]}") >"\$log" 2>&1 </dev/null &
 echo \$! >"\$logs/job.pid"
 echo "\$(hostname): started pid \$!, log \$log"
 EOF

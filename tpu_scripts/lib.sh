@@ -38,7 +38,7 @@ COMMON_HELP="Common flags (environment variable in brackets; flags win):
   --runtime-version VER    TPU software version; default from the generation [TPU_RUNTIME]
   --spot                   Spot capacity [TPU_SPOT=1]
   --preemptible            preemptible TPU VM (tpu-vm create only) [TPU_PREEMPTIBLE=1]
-  --reserved               use a reservation (queued resources) [TPU_RESERVED=1]
+  --reserved               use a reservation [TPU_RESERVED=1]
   --slices N               number of slices; N>1 means a multi-slice queued resource
                            whose nodes are NAME-0 .. NAME-(N-1) [TPU_SLICES, default 1]
   --queued                 queued resource even for one slice (node NAME) [TPU_QUEUED=1]
@@ -178,9 +178,18 @@ parse_flags() {
         ;;
     esac
   done
+  check_bool TPU_SPOT TPU_PREEMPTIBLE TPU_RESERVED TPU_QUEUED TPU_PARALLEL TPU_DRY_RUN
   [[ $TPU_SLICES =~ ^[1-9][0-9]*$ ]] || die "--slices (TPU_SLICES) must be a positive integer, got '$TPU_SLICES'"
   TPU_QR_ID=${TPU_QR_ID:-$TPU_NAME}
   if ((TPU_SLICES > 1)); then TPU_QUEUED=1; fi
+}
+
+# check_bool VAR...: each is 0 or 1 (checked before any arithmetic sees an environment value).
+check_bool() {
+  local var
+  for var in "$@"; do
+    [[ ${!var} == [01] ]] || die "$var must be 0 or 1, got '${!var}'"
+  done
 }
 
 # require VAR...: fail (before any command runs) naming each missing setting.
@@ -230,7 +239,7 @@ nodes() {
 remote_ssh() {
   local node=$1 worker=$2 script=$3
   gcloud_loc
-  run gcloud compute tpus tpu-vm ssh "$node" "${LOC[@]}" --worker="$worker" \
+  run gcloud compute tpus tpu-vm ssh "$node" "${LOC[@]}" --worker="$worker" --quiet \
     "${SSH_FLAGS[@]}" --command="bash -c $(q "$script")"
 }
 
@@ -238,7 +247,7 @@ remote_ssh() {
 remote_scp() {
   local node=$1 src=$2 dest=$3
   gcloud_loc
-  run gcloud compute tpus tpu-vm scp "$src" "$node:$dest" "${LOC[@]}" --worker=all \
+  run gcloud compute tpus tpu-vm scp "$src" "$node:$dest" "${LOC[@]}" --worker=all --quiet \
     "${SSH_FLAGS[@]}"
 }
 
