@@ -39,7 +39,8 @@ def measure_step(config, task, peak_flops_per_s: float | None = None, iters: int
     host = next(task.train_batches(0, 0, 1))
     batch = {k: jax.device_put(np.asarray(host[k], spec.dtype), bshard[k])
              for k, spec in task.batch_spec.items()}
-    step_fn = make_train_step(task, optimizer, config.train.micro_batches, False, schedule)
+    step_fn = make_train_step(task, optimizer, config.train.micro_batches, False, schedule,
+                              config.train.accumulate)
     jitted = jax.jit(step_fn, in_shardings=(shardings, bshard, mesh_lib.replicated(mesh)),
                      out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
     rng = jax.random.key(1)

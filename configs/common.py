@@ -71,12 +71,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.optim.clip_norm = 0.0         # 0 disables global-norm clipping
     c.optim.mu_dtype = 'float32'    # or bfloat16
     c.optim.bias_correction = True
+    c.optim.schedule_offset = 0     # LR of update n is schedule(n + offset); HERO uses 1
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 100
     c.train.stop_after = 0          # >0: checkpoint and exit at this step (run in chunks)
     c.train.global_batch = 8
     c.train.micro_batches = 1       # gradient accumulation inside the jitted step
+    c.train.accumulate = 'mean'     # mean | sum of the micro-batch gradients (HERO sums)
     c.train.log_every = 10
     c.train.eval_every = 0
     c.train.ckpt_every = 50

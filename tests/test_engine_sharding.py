@@ -61,3 +61,13 @@ def test_micro_batches_match_full_batch(tmp_path):
     micro = train(config, str(tmp_path / 'micro'), build_task(config))
     np.testing.assert_allclose([r['loss'] for r in micro['history']],
                                [r['loss'] for r in full['history']], rtol=1e-5)
+
+
+def test_sum_accumulation_doubles_the_gradient(tmp_path):
+    config = lm_config(steps=1)
+    config.train.micro_batches = 2
+    mean = train(config, str(tmp_path / 'mean'), build_task(config))
+    config.train.accumulate = 'sum'
+    summed = train(config, str(tmp_path / 'sum'), build_task(config))
+    np.testing.assert_allclose(summed['history'][0]['grad_norm'],
+                               2 * mean['history'][0]['grad_norm'], rtol=1e-5)

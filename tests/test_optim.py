@@ -72,3 +72,9 @@ def test_bf16_first_moment_and_clipping():
 def test_bad_decay_name():
     with pytest.raises(ConfigError, match='optim.decay'):
         make_schedule(_optim(decay='cubic'), 10)
+
+
+def test_schedule_offset_uses_the_incremented_step():
+    schedule = make_schedule(_optim(lr=3e-5, warmup_steps=10000, decay='linear',
+                                    schedule_offset=1), 100000)
+    assert float(schedule(0)) == pytest.approx(3e-9, rel=1e-3)

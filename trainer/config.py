@@ -18,6 +18,7 @@ _CHOICES = {
     'optim.mu_dtype': ('float32', 'bfloat16'),
     'train.nonfinite': ('stop', 'skip'),
     'train.dtype': ('float32', 'bfloat16'),
+    'train.accumulate': ('mean', 'sum'),
 }
 
 

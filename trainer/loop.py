@@ -135,7 +135,8 @@ def train(config, workdir: str, task: Task, devices=None) -> dict:
 
     bshard = batch_shardings(task, mesh, rules)
     step_fn = make_train_step(task, optimizer, config.train.micro_batches,
-                              config.train.nonfinite == 'skip', schedule)
+                              config.train.nonfinite == 'skip', schedule,
+                              config.train.accumulate)
     jitted = jax.jit(step_fn, in_shardings=(shardings, bshard, mesh_lib.replicated(mesh)),
                      out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
     abstract_batch = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=bshard[k])

@@ -14,7 +14,11 @@ log = logging.getLogger(__name__)
 
 
 class MetricWriter:
-    """Writes one JSON object per logged step (`step` plus every metric) and TensorBoard scalars."""
+    """Writes one JSON object per logged step (`step` plus every metric) and TensorBoard scalars.
+
+    A NaN metric means "does not apply to this step" (for example the loss of a pretraining task
+    that was not drawn) and is left out; non-finite losses are caught before logging.
+    """
 
     def __init__(self, workdir: str, enabled: bool | None = None):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
@@ -32,6 +36,8 @@ class MetricWriter:
         row = {'step': int(step)}
         for key, value in metrics.items():
             value = float(np.asarray(value))
+            if math.isnan(value):
+                continue
             row[key] = value
             self._tb.add_scalar(key, value, int(step))
         self._jsonl.write(json.dumps(row) + '\n')

@@ -30,9 +30,10 @@ def make_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
     else:
         raise ConfigError('optim.decay', f'unknown decay {optim_cfg.decay!r} '
                                          "(cosine, linear or constant)")
-    if warmup == 0:
-        return decay
-    return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
+    schedule = decay if warmup == 0 else optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
+    offset = int(optim_cfg.get('schedule_offset', 0))
+    return schedule if offset == 0 else (lambda step: schedule(step + offset))
 
 
 class ScaleByAdamNoBiasState(NamedTuple):

@@ -27,8 +27,13 @@ def _split_micro(batch, micro_batches: int):
 
 
 def make_train_step(task: Task, optimizer: optax.GradientTransformation, micro_batches: int,
-                    skip_nonfinite: bool, schedule: optax.Schedule | None = None):
-    """Returns step(state, batch, seed_rng) -> (state, metrics)."""
+                    skip_nonfinite: bool, schedule: optax.Schedule | None = None,
+                    accumulate: str = 'mean'):
+    """Returns step(state, batch, seed_rng) -> (state, metrics).
+
+    With micro-batches the gradients are averaged (`accumulate='mean'`, the same update as one
+    big batch) or summed (`'sum'`, as HERO's original loop did); loss and metrics are averaged.
+    """
     grad_fn = jax.value_and_grad(task.loss, has_aux=True)
 
     def step(state: TrainState, batch, seed_rng):
@@ -38,7 +43,7 @@ def make_train_step(task: Task, optimizer: optax.GradientTransformation, micro_b
         else:
             micro = _split_micro(batch, micro_batches)
 
-            def accumulate(carry, xs):
+            def add_micro_batch(carry, xs):
                 index, mb = xs
                 (mb_loss, m), g = grad_fn(state.params, mb, jax.random.fold_in(rng, index),
                                           state.step)
@@ -51,10 +56,11 @@ def make_train_step(task: Task, optimizer: optax.GradientTransformation, micro_b
                                     rng, state.step)
             zeros_m = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[0][1])
             (grads, loss, metrics), _ = jax.lax.scan(
-                accumulate, (zeros_g, jnp.zeros((), jnp.float32), zeros_m),
+                add_micro_batch, (zeros_g, jnp.zeros((), jnp.float32), zeros_m),
                 (jnp.arange(micro_batches), micro))
             scale = 1.0 / micro_batches
-            grads = jax.tree.map(lambda g: g * scale, grads)
+            if accumulate == 'mean':
+                grads = jax.tree.map(lambda g: g * scale, grads)
             loss = loss * scale
             metrics = jax.tree.map(lambda m: m * scale, metrics)
 
