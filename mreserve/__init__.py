@@ -9,4 +9,5 @@ params          init, abstract shapes, counts, scanned <-> original layer layout
 convert         released msgpack checkpoint -> params-only Orbax checkpoint
 synthetic       random batches in the loader layout
 task, train     the engine Task and `python -m mreserve.train`
+zero_shot       PretrainedMerlotReserve: a converted checkpoint with jitted, param-bound methods
 """

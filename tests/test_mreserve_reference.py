@@ -16,6 +16,7 @@ from mreserve.model_config import ModelConfig
 from mreserve.modeling import MerlotReserve
 from mreserve.params import to_scanned
 from mreserve.pretrain_model import MerlotReservePretrainer
+from mreserve.zero_shot import PretrainedMerlotReserve
 from trainer.params_io import load_params
 
 RTOL, ATOL = 1e-4, 1e-5
@@ -31,7 +32,7 @@ def ref(shared_dir):
 
 @pytest.fixture(scope='module', params=['original', 'scanned'])
 def converted(request, ref, tmp_path_factory):
-    """(ModelConfig, params) loaded back from a checkpoint written by mreserve.convert."""
+    """(ModelConfig, params, directory) of a checkpoint written by mreserve.convert."""
     z, checkpoint = ref
     scan = request.param == 'scanned'
     out = tmp_path_factory.mktemp(f'mreserve_{request.param}')
@@ -39,7 +40,7 @@ def converted(request, ref, tmp_path_factory):
     config = ModelConfig.from_config(json.loads(str(z['cfg_json']))).replace(
         scan_layers=scan, batch_derived_rng=True)
     assert json.loads((out / 'config.json').read_text())['variant'] == 'tiny'
-    return config, load_params(str(out))
+    return config, load_params(str(out)), out
 
 
 def assert_matches(name, actual, z, max_errors):
@@ -75,7 +76,7 @@ def test_checkpoint_manifest(ref):
 
 def test_converted_params_are_the_original(ref, converted):
     z, checkpoint = ref
-    config, params = converted
+    config, params, _ = converted
     original = read_original(str(checkpoint))
     if config.scan_layers:
         original = to_scanned(original)
@@ -84,7 +85,7 @@ def test_converted_params_are_the_original(ref, converted):
 
 def test_zero_shot_api(ref, converted):
     z, _ = ref
-    config, params = converted
+    config, params, _ = converted
     model = MerlotReserve(config)
     a = {k[len('A_in/'):]: z[k] for k in z if k.startswith('A_in/') and 'json' not in k}
 
@@ -121,7 +122,7 @@ def test_pretraining_forward_and_loss(ref, converted):
     """Two emulated devices (vmap with axis 'batch'), each its own forward; negatives are
     all-gathered across them as in the original pmap."""
     z, _ = ref
-    config, params = converted
+    config, params, _ = converted
     model = MerlotReservePretrainer(config)
     batch = {k[len('B_in/'):]: z[k] for k in z if k.startswith('B_in/')}
 
@@ -172,3 +173,17 @@ def test_global_batch_loss_equals_device_mean(ref):
     losses = jax.jit(pretrain_losses)(preds)
     for name in ('imgs_to_audio', 'text_to_audio', 'stuff_to_span', 'total'):
         np.testing.assert_allclose(losses[name], z[f'L_loss/{name}'].mean(), rtol=1e-5)
+
+
+def test_pretrained_wrapper(ref, converted, shared_dir):
+    """PretrainedMerlotReserve on the converted directory: the option strings through the
+    shared BPE give the reference label space; bound methods give the reference outputs."""
+    z, _ = ref
+    bpe = shared_dir / 'tokenizers' / 'mreserve_lowercase_bpe.json'
+    if not bpe.is_file():
+        pytest.skip('../shared/tokenizers/mreserve_lowercase_bpe.json is not present')
+    model = PretrainedMerlotReserve.from_converted(str(converted[2]), tokenizer=str(bpe))
+    labels = model.get_label_space(json.loads(str(z['A_in/options_json'])))
+    np.testing.assert_allclose(labels, z['A_out/label_space'], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(model.embed_audio_only(z['A_in/audio_clips']),
+                               z['A_out/embed_audio_only'], rtol=RTOL, atol=ATOL)
