@@ -253,7 +253,7 @@ def random_text_sequence(c: SequenceConfig, text, token_is_valid, rng):
     the window then pad the sequence towards seq_len (random split: choice); a longer result
     is cut at the end. audio_ptr = fake segment index (0 = first one used).
     Returns ([1, 3, seq_len], span texts)."""
-    text = np.asarray(text, np.int64)
+    text = np.clip(np.asarray(text, np.int64), 0, len(token_is_valid) - 1)
     budget, n_trg = c.text_span_budget, c.num_targets
     if text.size == 0:
         return _pack([], c.seq_len)[None], [[] for _ in range(budget)]
