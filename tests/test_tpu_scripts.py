@@ -351,14 +351,18 @@ def test_status_logs_stop(env, slices):
 # ---- the remote scripts really run (fake gcloud executes them as one worker) ----
 
 FAKE_PYTHON = '''#!{python}
-import json, signal, sys, time
-json.dump(sys.argv[1:], open({argv_file!r}, 'w'))
-print('step 1 loss 2.5', flush=True)
+import json, os, signal, sys, time
 signal.signal(signal.SIGTERM, lambda *_: (print('saved at SIGTERM', flush=True), sys.exit(0)))
+print('step 1 loss 2.5', flush=True)
+with open({argv_file!r} + '.tmp', 'w') as f:  # written last: the job is ready
+    json.dump(sys.argv[1:], f)
+os.rename({argv_file!r} + '.tmp', {argv_file!r})
 time.sleep(60)
 '''
 
 
+@pytest.mark.skipif(not (shutil.which('setsid') and shutil.which('hostname')),
+                    reason='needs setsid and hostname, like a TPU VM')
 def test_launch_status_stop_for_real(env, tmp_path):
     env = dict(env, FAKE_GCLOUD_EXEC='1', TPU_DEVICE_GLOBS=str(tmp_path / 'no-dev*'),
                TPU_LIBTPU_LOCKFILE=str(tmp_path / 'libtpu_lockfile'))
@@ -373,10 +377,19 @@ def test_launch_status_stop_for_real(env, tmp_path):
 
     sh('launch', '--config', CONFIG, '--workdir', 'runs/local', '--run', 'r1', *OVERRIDES,
        env=env)
+    try:
+        check_running_then_stop(env, home, argv_file, tmp_path)
+    finally:  # never leave the fake job behind
+        pid_file = home / 'vidlm-logs' / 'job.pid'
+        if pid_file.exists():
+            subprocess.run(['kill', '-KILL', '--', '-' + pid_file.read_text().strip()],
+                           capture_output=True)
+
+
+def check_running_then_stop(env, home, argv_file, tmp_path):
     deadline = time.time() + 20
     while not argv_file.exists() and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.1)
     assert json.loads(argv_file.read_text()) == [
         '-m', 'mreserve.train', '--config', CONFIG, '--workdir', str(home / 'runs/local'),
         *OVERRIDES]

@@ -33,7 +33,8 @@ if ((TPU_QUEUED)); then
 fi
 for node in "${NODES[@]}"; do
   run gcloud compute tpus tpu-vm describe "$node" "${LOC[@]}" \
-    '--format=value(name.basename(),state,health,acceleratorType)'
+    '--format=value(name.basename(),state,health,acceleratorType)' ||
+    warn "cannot describe node $node (queued resource not ACTIVE yet?)"
 done
 if ((!WORKERS)); then exit 0; fi
 
