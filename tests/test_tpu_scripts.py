@@ -137,6 +137,20 @@ def test_zone_from_environment_and_bad_flags(env):
     assert len(calls(env)) == 1
 
 
+def test_extra_ssh_args(env, tmp_path):
+    env = dict(env, TPU_SSH_ARGS='--tunnel-through-iap --ssh-flag=-v')
+    sh('logs', '--ssh-arg', '--internal-ip', env=env)
+    tarball = tmp_path / 'code.tar.gz'
+    tarball.write_bytes(b'')
+    sh('ship', '--tarball', str(tarball), env=env)
+    extra = ['--tunnel-through-iap', '--ssh-flag=-v']
+    recorded = calls(env)
+    assert recorded[0][:-1] == ssh_prefix(NAME, '0') + extra + ['--internal-ip']
+    assert recorded[1] == ['compute', 'tpus', 'tpu-vm', 'scp', str(tarball),
+                           f'{NAME}:vidlm-code.tar.gz', *LOC, '--worker=all', '--quiet', *extra]
+    assert recorded[2][:-1] == ssh_prefix(NAME) + extra
+
+
 SCRIPT_ARGS = {
     'create': ['--accelerator-type', 'v5litepod-16'],
     'setup': [],

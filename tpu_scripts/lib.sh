@@ -26,7 +26,7 @@ TPU_QR_ID=${TPU_QR_ID:-}                # queued resource id; empty: TPU_NAME
 TPU_REMOTE_DIR=${TPU_REMOTE_DIR:-vidlm}       # code on the workers (relative: under $HOME)
 TPU_VENV=${TPU_VENV:-vidlm-venv}              # virtual environment on the workers
 TPU_LOG_DIR=${TPU_LOG_DIR:-vidlm-logs}        # job logs and pid file on the workers
-TPU_SSH_FLAGS=${TPU_SSH_FLAGS:-}        # extra gcloud ssh/scp flags, e.g. --tunnel-through-iap
+TPU_SSH_ARGS=${TPU_SSH_ARGS:-}        # extra tpu-vm ssh/scp arguments, e.g. --internal-ip
 TPU_PARALLEL=${TPU_PARALLEL:-1}         # 1: run per-node (per-slice) commands concurrently
 TPU_DRY_RUN=${TPU_DRY_RUN:-0}           # 1: print the commands, run nothing
 
@@ -47,8 +47,9 @@ COMMON_HELP="Common flags (environment variable in brackets; flags win):
                            [TPU_REMOTE_DIR, default vidlm]
   --venv DIR               virtual environment on the workers [TPU_VENV, default vidlm-venv]
   --log-dir DIR            job logs + pid file on the workers [TPU_LOG_DIR, default vidlm-logs]
-  --ssh-flag FLAG          extra flag for gcloud ssh/scp, repeatable, e.g. --internal-ip
-                           or --tunnel-through-iap [TPU_SSH_FLAGS, space separated]
+  --ssh-arg ARG            extra argument for gcloud compute tpus tpu-vm ssh/scp, repeatable,
+                           e.g. --internal-ip, --tunnel-through-iap, --ssh-flag=-v
+                           [TPU_SSH_ARGS, space separated]
   --no-parallel            run the per-slice commands one after another [TPU_PARALLEL=0]
   --dry-run                print the exact commands, run none [TPU_DRY_RUN=1]
   -h, --help               this help"
@@ -109,8 +110,8 @@ FLAG=''
 FLAG_VALUE=''
 HAS_VALUE=0
 POSITIONAL=()
-SSH_FLAGS=()
-read -r -a SSH_FLAGS <<<"$TPU_SSH_FLAGS"
+SSH_ARGS=()
+read -r -a SSH_ARGS <<<"$TPU_SSH_ARGS"
 
 # value VAR: the current flag's argument (--flag=x or --flag x) into VAR.
 value() {
@@ -163,7 +164,7 @@ parse_flags() {
       --remote-dir) value TPU_REMOTE_DIR ;;
       --venv) value TPU_VENV ;;
       --log-dir) value TPU_LOG_DIR ;;
-      --ssh-flag) value extra; SSH_FLAGS+=("$extra") ;;
+      --ssh-arg) value extra; SSH_ARGS+=("$extra") ;;
       --no-parallel) TPU_PARALLEL=0 ;;
       --dry-run) switch TPU_DRY_RUN ;;
       *)
@@ -240,7 +241,7 @@ remote_ssh() {
   local node=$1 worker=$2 script=$3
   gcloud_loc
   run gcloud compute tpus tpu-vm ssh "$node" "${LOC[@]}" --worker="$worker" --quiet \
-    "${SSH_FLAGS[@]}" --command="bash -c $(q "$script")"
+    "${SSH_ARGS[@]}" --command="bash -c $(q "$script")"
 }
 
 # remote_scp NODE LOCAL REMOTE: copy a local file to every worker of NODE.
@@ -248,7 +249,7 @@ remote_scp() {
   local node=$1 src=$2 dest=$3
   gcloud_loc
   run gcloud compute tpus tpu-vm scp "$src" "$node:$dest" "${LOC[@]}" --worker=all --quiet \
-    "${SSH_FLAGS[@]}"
+    "${SSH_ARGS[@]}"
 }
 
 # for_each_node FUNC ARGS...: FUNC NODE ARGS... for every node. Several nodes run
