@@ -421,6 +421,45 @@ def check_running_then_stop(env, home, argv_file, tmp_path):
     assert 'not running' in sh('status', env=env).stdout
 
 
+FAKE_INTERPRETER = '''#!{python}
+import json, os, shutil, sys
+with open({log!r}, 'a') as f:
+    f.write(json.dumps([os.path.relpath(sys.argv[0], {home!r})] + sys.argv[1:]) + '\\n')
+if sys.argv[1:3] == ['-m', 'venv']:
+    os.makedirs(os.path.join(sys.argv[3], 'bin'))
+    shutil.copy(sys.argv[0], os.path.join(sys.argv[3], 'bin', 'python'))
+elif sys.argv[1] == '-c' and 'jax' in sys.argv[2]:
+    print('jax 0.0.fake')
+'''
+
+
+def test_setup_for_real_is_idempotent(env, tmp_path):
+    env = dict(env, FAKE_GCLOUD_EXEC='1')
+    home = pathlib.Path(env['HOME'])
+    (home / 'vidlm').mkdir()
+    (home / 'vidlm' / 'setup.py').write_text('')
+    log = tmp_path / 'python.jsonl'
+    python = home / 'python3'
+    python.write_text(FAKE_INTERPRETER.format(python=sys.executable, log=str(log),
+                                              home=str(home)))
+    python.chmod(0o755)
+    first = sh('setup', '--python', str(python), env=env)
+    assert 'ready, jax 0.0.fake' in first.stdout
+    venv_python = 'vidlm-venv/bin/python'
+    pip = [venv_python, '-m', 'pip']
+    install = [pip + ['install', '--quiet', '--upgrade', 'pip'],
+               pip + ['install', '--quiet', '-e', '.[tpu]'],
+               [venv_python, '-c', 'import jax; print("jax", jax.__version__)']]
+    runs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert runs == [  # no venv yet: its pip probe cannot even start, so it is not logged
+                    ['python3', '-c', 'import sys; sys.exit(sys.version_info < (3, 11))'],
+                    ['python3', '-m', 'venv', str(home / 'vidlm-venv')], *install]
+    log.unlink()
+    sh('setup', '--python', str(python), env=env)  # again: the venv is kept
+    assert [json.loads(line) for line in log.read_text().splitlines()] == [
+        pip + ['--version'], *install]
+
+
 def test_ship_tarball_for_real(env, tmp_path):
     env = dict(env, FAKE_GCLOUD_EXEC='1')
     repo, commit = git_repo(tmp_path)
