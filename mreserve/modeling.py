@@ -235,28 +235,45 @@ class MerlotReserve(nn.Module):
         self.sow('intermediates', 'joint/seq', seq)
         return self.head(seq)
 
-    def batch_embed_video(self, images, audio_clips, tokens, subseg_idxs):
-        """images [B, S, h*w, 768], audio_clips [B, 3S, 60, 65], tokens/subseg_idxs [B, L]
+    def embed_preencoded(self, imgs_enc, audio_enc, tokens, subseg_idxs):
+        """The joint half of embed_video on pooled tower outputs: imgs_enc [B, S, h*w/4, H],
+        audio_enc [B, 3S, 6, H] or None (no AUDIOSPAN tokens), tokens/subseg_idxs [B, L]
         -> unit-normalised head outputs of the L text/audio positions [B, L, H]."""
         c = self.config
         batch, length = tokens.shape
+        x, coords, mask = self.prepare_multimodal_inputs(
+            tokens, subseg_idxs // c.num_audio_subsegments,
+            vision_input=imgs_enc.reshape(batch, -1, c.hidden_size),
+            audio_spans=audio_enc, audio_pointers=subseg_idxs)
+        out = self.run_joint(x, coords, mask)[:, :length]
+        self.sow('intermediates', 'head_out', out)
+        return l2_normalize(out)
+
+    def batch_embed_video(self, images, audio_clips, tokens, subseg_idxs):
+        """images [B, S, h*w, 768], audio_clips [B, 3S, 60, 65], tokens/subseg_idxs [B, L]
+        -> unit-normalised head outputs of the L text/audio positions [B, L, H]."""
         vision = self.vision_encoder(images)
         audio = self.audio_encoder(audio_clips)
         for name in ('seq', 'cls', 'seq_attnpool'):
             self.sow('intermediates', f'vision/{name}', vision[name])
             self.sow('intermediates', f'audio/{name}', audio[name])
-        x, coords, mask = self.prepare_multimodal_inputs(
-            tokens, subseg_idxs // c.num_audio_subsegments,
-            vision_input=vision['seq_attnpool'].reshape(batch, -1, c.hidden_size),
-            audio_spans=audio['seq_attnpool'], audio_pointers=subseg_idxs)
-        out = self.run_joint(x, coords, mask)[:, :length]
-        self.sow('intermediates', 'head_out', out)
-        return l2_normalize(out)
+        return self.embed_preencoded(vision['seq_attnpool'], audio['seq_attnpool'], tokens,
+                                     subseg_idxs)
 
     def embed_video(self, images, audio_clips, tokens, subseg_idxs):
         """One video: images [S, h*w, 768], audio_clips [3S, 60, 65], tokens [L] -> [L, H]."""
         return self.batch_embed_video(images[None], audio_clips[None], tokens[None],
                                       subseg_idxs[None])[0]
+
+    def embed_preencoded_noaudio(self, imgs_enc, tokens, subseg_idxs):
+        """One video from pooled frames [S, h*w/4, H] (get_imgseq_only) and text only."""
+        return self.embed_preencoded(imgs_enc[None], None, tokens[None], subseg_idxs[None])[0]
+
+    def embed_preencoded_audio(self, imgs_enc, audio_enc, tokens, subseg_idxs):
+        """One video from pooled frames [S, h*w/4, H] and pooled audio [3S, 6, H]
+        (get_audioseq_only)."""
+        return self.embed_preencoded(imgs_enc[None], audio_enc[None], tokens[None],
+                                     subseg_idxs[None])[0]
 
     def __call__(self, images, audio_clips, tokens, subseg_idxs, text_spans):
         """Touches every parameter (used by `init`): embed_video plus the span encoder."""
