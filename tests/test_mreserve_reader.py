@@ -18,10 +18,11 @@ BASE = dict(TINY, num_segments=16, lang_seq_len=160, seq_len=640, text_span_budg
 
 
 def make_config(data, grid, path, batch=4, seed=0, **extra):
+    data = dict(data, train_path=path, eval_path=path, shuffle_buffer=8, cycle_length=2,
+                num_threads=2)
+    data.update(extra)
     return {'seed': seed, 'train': {'global_batch': batch},
-            'model': {'output_grid': grid, 'vocab_size': 32768},
-            'data': dict(data, train_path=path, eval_path=path, shuffle_buffer=8,
-                         cycle_length=2, num_threads=2, **extra)}
+            'model': {'output_grid': grid, 'vocab_size': 32768}, 'data': data}
 
 
 @pytest.fixture(scope='module')
@@ -120,8 +121,9 @@ def test_batch_spec_matches_model_layout():
 def test_resume_reproduces_the_stream(tiny_path):
     config = make_config(TINY, (4, 6), tiny_path, batch=4)
     full = take(reader.train_batches(config, 0, 0, 1), 8)    # 6 steps per epoch
-    for k, n in ((4, 3), (7, 1)):            # across the epoch boundary; from epoch 1
-        resumed = take(reader.train_batches(config, k, 0, 1), n)
+    one_thread = make_config(TINY, (4, 6), tiny_path, batch=4, num_threads=1)
+    for k, n, cfg in ((4, 3, config), (7, 1, one_thread)):   # across epochs; from epoch 1
+        resumed = take(reader.train_batches(cfg, k, 0, 1), n)
         for a, b in zip(full[k:], resumed):
             for key in a:
                 np.testing.assert_array_equal(a[key], b[key], err_msg=f'step {k} {key}')
