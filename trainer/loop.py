@@ -136,7 +136,7 @@ def train(config, workdir: str, task: Task, devices=None) -> dict:
     bshard = batch_shardings(task, mesh, rules)
     step_fn = make_train_step(task, optimizer, config.train.micro_batches,
                               config.train.nonfinite == 'skip', schedule,
-                              config.train.accumulate)
+                              config.train.accumulate, rules)
     jitted = jax.jit(step_fn, in_shardings=(shardings, bshard, mesh_lib.replicated(mesh)),
                      out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
     abstract_batch = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=bshard[k])
@@ -209,7 +209,7 @@ def train(config, workdir: str, task: Task, devices=None) -> dict:
 
 def run_eval(task: Task, params, mesh, rules, bshard, writer: MetricWriter, step: int) -> dict:
     """Average the eval metrics over the task's finite eval batches."""
-    evaluate = jax.jit(make_eval_step(task))
+    evaluate = jax.jit(make_eval_step(task, rules))
     rng = jax.random.key(0)
     sums: dict[str, float] = {}
     count = 0

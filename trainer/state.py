@@ -33,6 +33,8 @@ def _boxed_init(task: Task, optimizer: optax.GradientTransformation):
     batch = init_batch(task)
 
     def init(rng):
+        # No axis rules here: out_shardings place the parameters, and flax would otherwise
+        # constrain kernels that DenseGeneral initialises in a flattened shape.
         params = task.init(rng, batch)
         # optax maps over the boxes, so moments inherit the parameters' logical axes.
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,

@@ -6,6 +6,7 @@ skipped) inside the step so the host can stop without ever writing a bad state.
 """
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -26,15 +27,27 @@ def _split_micro(batch, micro_batches: int):
     return jax.tree.map(split, batch)
 
 
+def with_rules(fn, rules):
+    """Run `fn` with flax's logical axis rules set, so `nn.with_logical_constraint` inside
+    the model constrains activations onto the mesh (without rules it silently does nothing)."""
+    if rules is None:
+        return fn
+
+    def wrapped(*args, **kwargs):
+        with nn.logical_axis_rules(rules):
+            return fn(*args, **kwargs)
+    return wrapped
+
+
 def make_train_step(task: Task, optimizer: optax.GradientTransformation, micro_batches: int,
                     skip_nonfinite: bool, schedule: optax.Schedule | None = None,
-                    accumulate: str = 'mean'):
+                    accumulate: str = 'mean', rules=None):
     """Returns step(state, batch, seed_rng) -> (state, metrics).
 
     With micro-batches the gradients are averaged (`accumulate='mean'`, the same update as one
     big batch) or summed (`'sum'`, as HERO's original loop did); loss and metrics are averaged.
     """
-    grad_fn = jax.value_and_grad(task.loss, has_aux=True)
+    grad_fn = jax.value_and_grad(with_rules(task.loss, rules), has_aux=True)
 
     def step(state: TrainState, batch, seed_rng):
         rng = jax.random.fold_in(seed_rng, state.step)
@@ -81,12 +94,12 @@ def make_train_step(task: Task, optimizer: optax.GradientTransformation, micro_b
     return step
 
 
-def make_eval_step(task: Task):
+def make_eval_step(task: Task, rules=None):
     """Returns eval(params, batch, rng) -> metrics."""
     if task.eval_metrics is not None:
-        return task.eval_metrics
+        return with_rules(task.eval_metrics, rules)
 
     def evaluate(params, batch, rng):
         loss, metrics = task.loss(params, batch, rng, jnp.zeros((), jnp.int32))
         return dict(metrics, loss=loss)
-    return evaluate
+    return with_rules(evaluate, rules)

@@ -31,6 +31,7 @@ def get_config(arg=None):
     tiny = arg.variant == 'tiny'
     c = base_config()
     c.seed = 77
+    c.task = 'hero.task:build_task'
 
     c.model = ml_collections.ConfigDict(dict(
         **MODEL_VARIANTS[arg.variant], type_vocab_size=2, fom_num_classes=100,
@@ -81,10 +82,12 @@ def get_config(arg=None):
     c.optim.decay = 'linear'
     c.optim.final_lr_frac = 0.0
     c.optim.clip_norm = 1.0
+    c.optim.schedule_offset = 1     # the original's LR for update n uses n + 1
 
     c.train.steps = 100 if tiny else 100000
     c.train.global_batch = 8 if tiny else 1024      # videos per optimizer step (32 x 16 x 2)
     c.train.micro_batches = 1 if tiny else 2
+    c.train.accumulate = 'sum'      # the original sums micro-batch gradients (spec §2.5)
     c.train.eval_every = 0 if tiny else 500
     c.train.ckpt_every = 50 if tiny else 500
     return c

@@ -34,17 +34,18 @@ class Block(nn.Module):
         ln = lambda name: nn.LayerNorm(name=name, dtype=self.dtype, scale_init=(
             nn.with_logical_partitioning(nn.initializers.ones, ('norm',))), bias_init=(
             nn.with_logical_partitioning(nn.initializers.zeros, ('norm',))))
+        width = x.shape[-1]
         h = ln('ln_attn')(x)
-        qkv = nn.DenseGeneral((3, self.heads, self.head_dim), name='qkv', dtype=self.dtype,
-                              kernel_init=nn.with_logical_partitioning(
-                                  nn.initializers.normal(0.02), ('embed', None, 'heads', 'kv')),
-                              use_bias=False)(h)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        # Multi-axis kernels as plain params: each axis keeps its logical name.
+        w_qkv = self.param('qkv', nn.with_logical_partitioning(
+            nn.initializers.normal(0.02), ('embed', None, 'heads', 'kv')),
+            (width, 3, self.heads, self.head_dim))
+        q, k, v = jnp.unstack(jnp.einsum('bld,dthk->tblhk', h, w_qkv.astype(self.dtype)))
         h = nn.dot_product_attention(q, k, v, mask=mask, dtype=self.dtype)
-        h = nn.DenseGeneral(x.shape[-1], axis=(-2, -1), name='out', dtype=self.dtype,
-                            use_bias=False, kernel_init=nn.with_logical_partitioning(
-                                nn.initializers.normal(0.02), ('heads', 'kv', 'embed')))(h)
-        x = x + h
+        w_out = self.param('out', nn.with_logical_partitioning(
+            nn.initializers.normal(0.02), ('heads', 'kv', 'embed')),
+            (self.heads, self.head_dim, width))
+        x = x + jnp.einsum('blhk,hkd->bld', h, w_out.astype(self.dtype))
         h = ln('ln_mlp')(x)
         h = _dense(self.mlp_dim, ('embed', 'mlp'), 'mlp_in', dtype=self.dtype)(h)
         h = _dense(x.shape[-1], ('mlp', 'embed'), 'mlp_out', dtype=self.dtype)(nn.gelu(h))
