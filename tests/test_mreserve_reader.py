@@ -403,3 +403,27 @@ def test_eval_has_the_same_number_of_batches_on_every_host(tmp_path):
     config = make_config(TINY, (4, 6), str(tmp_path / 'val*.tfrecord'), batch=2)
     counts = [len(list(reader.eval_batches(config, 0, i, 2))) for i in range(2)]
     assert counts == [2, 2]              # host shares of 8 and 2 records, host batch 1
+
+
+def test_tfds_folder_in_the_writers_layout(tmp_path):
+    """The writer's output folder (train00000of00003.tfrecord ... + its TFDS metadata) is
+    recognised as TFDS, split per host and read (records of 5, 4, 3)."""
+    pytest.importorskip('tensorflow_datasets')
+    records = pytest.importorskip('data_pipeline.mreserve_records')
+    from data_pipeline import shards
+    from data_pipeline.mreserve_synthetic import make_record
+    rng = np.random.default_rng(9)
+    lengths = [5, 4, 3]
+    for i, n in enumerate(lengths):
+        with tf.io.TFRecordWriter(str(tmp_path / shards.shard_filename('train', i, 3))) as w:
+            for _ in range(n):
+                w.write(make_record(rng, (64, 96)))
+    shards.write_tfds_metadata(str(tmp_path), records.tfds_features(), {'train': lengths},
+                               records.DATASET_NAME, 'test')
+    sources = [reader.RecordSource(str(tmp_path), i, 2) for i in range(2)]
+    assert [s.count() for s in sources] == [6, 6]
+    for s in sources:
+        n = int(s.dataset(None, ordered=True).reduce(np.int64(0), lambda n, _: n + 1))
+        assert n == 6
+    config = make_config(TINY, (4, 6), str(tmp_path), batch=4)
+    assert next(reader.train_batches(config, 0, 1, 2))['images'].shape == (2, 96, 768)
