@@ -33,6 +33,7 @@ def get_config(arg=None):
         raise ValueError(f'unknown variant {args.variant!r}; known: {sorted(_MODEL)}')
     full = args.variant != 'tiny'
     c = common.base_config()
+    c.task = 'mreserve.task:build_task'
     c.variant = args.variant
 
     c.model = ml_collections.ConfigDict(dict(
