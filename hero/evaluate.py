@@ -1,0 +1,162 @@
+"""Evaluate a fine-tuned HERO checkpoint on a split and write the metrics as JSON.
+
+    python -m hero.evaluate --config configs/hero/tvr.py:variant=tiny --checkpoint DIR \
+        [--split val] [--step N]
+
+DIR is a params directory (DIR/params, e.g. a trainer.export) or a training work directory
+(DIR/checkpoints/N). The metrics go to DIR/metrics_{split}.json (work directory:
+metrics_{split}_step{N}.json). TVR: VCMR / SVMR / VR recall (hero/vcmr_eval.py, in percent)
+plus the ranked VCMR moments per query in DIR/predictions_{split}*.json; TVQA: accuracy;
+VIOLIN: accuracy.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import flags
+
+from hero import downstream_data as dd
+from hero import finetune_data, finetune_tasks, vcmr_eval
+from hero.config import CLS_ID
+from hero.modeling import HeroModel
+from hero.vsm import video_query_scores
+
+CHUNK = 16
+
+
+def _chunks(n: int, size: int):
+    """Fixed-size index chunks (the last one wraps around) so each jitted function compiles
+    once; callers keep the first `count` rows."""
+    for first in range(0, n, size):
+        count = min(size, n - first)
+        yield np.arange(first, first + size) % n, count
+
+
+def vcmr_outputs(model: HeroModel, params, videos, queries, sizes, settings, chunk=CHUNK):
+    """Per-query dicts for vcmr_eval.evaluate_queries (corpus = `videos`)."""
+    packed = dd.stack([dd.pack_video(v, sizes) for v in videos])
+    encode_video = jax.jit(lambda p, b: model.apply({'params': p}, b, method='encode_video'))
+    encode_query = jax.jit(lambda p, i, m: model.apply({'params': p}, i, m,
+                                                       method='encode_query'))
+    span = jax.jit(lambda p, q, v, m: model.apply({'params': p}, q[:, None], v, m,
+                                                  method='own_span_logits'))
+    frames = []
+    for idx, count in _chunks(len(videos), chunk):
+        frames.append(np.asarray(encode_video(params, {k: x[idx] for k, x in packed.items()
+                                                       if k != 'query_ids'}))[:count])
+    frames = np.concatenate(frames)
+    frame_mask = packed['frame_mask']
+    slots = [dd.text_slots(q.ids, sizes.query_len, CLS_ID) for q in queries]
+    q_ids, q_mask = np.stack([s[0] for s in slots]), np.stack([s[1] for s in slots])
+    qvec = []
+    for idx, count in _chunks(len(queries), chunk):
+        qvec.append(np.asarray(encode_query(params, q_ids[idx], q_mask[idx]))[:count])
+    qvec = np.concatenate(qvec)
+    scores = np.asarray(jax.jit(video_query_scores)(qvec, frames, frame_mask))
+    k = min(settings.max_vcmr_video, len(videos))
+    out = []
+    for idx, count in _chunks(len(queries), max(1, chunk // k) if k < chunk else 1):
+        top = np.argsort(-scores[idx], axis=1, kind='stable')[:, :k]          # (n, K)
+        pairs_q = np.repeat(qvec[idx], k, axis=0)
+        st, ed = span(params, pairs_q, frames[top.reshape(-1)], frame_mask[top.reshape(-1)])
+        st = np.asarray(st)[:, 0].reshape(len(idx), k, -1)
+        ed = np.asarray(ed)[:, 0].reshape(len(idx), k, -1)
+        gt = np.array([queries[i].video for i in idx])
+        gst, ged = span(params, qvec[idx], frames[gt], frame_mask[gt])
+        gst, ged = np.asarray(gst)[:, 0], np.asarray(ged)[:, 0]
+        for r in range(count):
+            q = queries[idx[r]]
+            out.append(dict(gt_video=q.video, gt_window=tuple(q.window), type=q.qtype,
+                            video_scores=scores[idx[r]], cand_videos=top[r], cand_st=st[r],
+                            cand_ed=ed[r], gt_st=gst[r], gt_ed=ged[r]))
+    return out
+
+
+def evaluate_tvr(config, params, split: str):
+    ds = finetune_tasks.make_downstream(config, 'tvr')
+    videos, queries = finetune_data.load_split(config, 'tvr', split)
+    settings = vcmr_eval.VcmrSettings(**config.vcmr, interval=float(config.data.frame_interval))
+    rows = vcmr_outputs(ds.model, params, videos, queries,
+                        dd.Sizes.from_config(config.data), settings)
+    return vcmr_eval.evaluate_queries(rows, settings)
+
+
+def evaluate_classification(config, params, kind: str, split: str, chunk: int = 8):
+    """TVQA: argmax over the 5 candidates; VIOLIN: sigmoid > 0.5 per statement."""
+    ds = finetune_tasks.make_downstream(config, kind)
+    videos, items = finetune_data.load_split(config, kind, split)
+    forward = finetune_tasks.jitted_forward(ds)
+    correct, total = 0, 0
+    for idx, count in _chunks(len(items), chunk):
+        batch = ds.make_batch(videos, [items[i] for i in idx])
+        inputs = {k: jnp.asarray(v) for k, v in batch.items()
+                  if k not in ('answer', 'span', 'labels')}
+        out = forward(params, inputs)
+        if kind == 'tvqa':
+            pred = np.argmax(np.asarray(out[0]), -1)[:count]
+            correct += int(np.sum(pred == batch['answer'][:count]))
+            total += count
+        else:
+            pred = (np.asarray(out) > 0)[:count]
+            correct += int(np.sum(pred == (batch['labels'][:count] > 0)))
+            total += pred.size
+    name = 'qa_accuracy' if kind == 'tvqa' else 'violin_accuracy'
+    return {name: 100.0 * correct / max(total, 1), 'num_examples': total}
+
+
+def evaluate(config, params, split: str = 'val') -> dict:
+    kind = finetune_tasks.kind_of(config)
+    if kind == 'tvr':
+        return evaluate_tvr(config, params, split)
+    return evaluate_classification(config, params, kind, split)
+
+
+def load_checkpoint(directory: str, step: int | None = None):
+    """-> (params, tag): a params directory or a training work directory's checkpoint."""
+    from trainer import export, params_io
+    if os.path.isdir(os.path.join(directory, 'params')):
+        return params_io.load_params(directory), ''
+    step, params = export.read_checkpoint_params(directory, step)
+    return params, f'_step{step}'
+
+
+def write_metrics(metrics: dict, directory: str, split: str, tag: str) -> str:
+    metrics = dict(metrics)
+    predictions = metrics.pop('predictions', None)
+    path = os.path.join(directory, f'metrics_{split}{tag}.json')
+    with open(path, 'w') as f:
+        json.dump(metrics, f, indent=2, sort_keys=True)
+    if predictions is not None:
+        with open(os.path.join(directory, f'predictions_{split}{tag}.json'), 'w') as f:
+            json.dump(predictions, f)
+    return path
+
+
+def main(argv=None):
+    from ml_collections import config_flags
+
+    from trainer import cli
+    from trainer.cli import config_error
+    config_flags.DEFINE_config_file('config', None, 'config file[:arg]', lock_config=True)
+    flags.DEFINE_string('checkpoint', None, 'params directory or training work directory')
+    flags.DEFINE_string('split', 'val', 'split to evaluate')
+    flags.DEFINE_integer('step', -1, 'checkpoint step of a work directory (default latest)')
+    config = cli.parse(sys.argv if argv is None else argv)
+    if not flags.FLAGS.checkpoint:
+        config_error("flag 'checkpoint' is required")
+    cli.setup_logging()
+    step = None if flags.FLAGS.step < 0 else flags.FLAGS.step
+    params, tag = load_checkpoint(flags.FLAGS.checkpoint, step)
+    metrics = evaluate(config, params, flags.FLAGS.split)
+    path = write_metrics(metrics, flags.FLAGS.checkpoint, flags.FLAGS.split, tag)
+    print(json.dumps({k: v for k, v in metrics.items() if k != 'predictions'}, indent=1))
+    print(f'wrote {path}')
+
+
+if __name__ == '__main__':
+    main()
