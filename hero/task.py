@@ -4,10 +4,19 @@ the per-step task draw of the 2:2:1:2 mixture, the batch layout and `build_task`
 Corruption (MLM masking, MFM frame masks, FOM shuffles) happens on device from the step's rng, so
 the input pipeline only delivers clean features and tokens. One global batch holds three parts,
 flattened to `part.key` names for `BatchSpec`:
-  mlm.*    MLM examples (hero/batch_layout.py `mlm` keys without txt_labels)
+  mlm.*    MLM examples: either per video (frame_feats (B, L, D), frame_mask, sub_frames
+           (B, S, F), txt_ids / txt_mask (B, S, T) = [CLS] + subtitle: every subtitle of B
+           videos is an example, as in the original) or flat rows (hero/batch_layout.py `mlm`
+           keys without txt_labels)
   video.*  video batch for MFM and FOM (hero/modeling.py keys)
   vsm.*    video batch with 5 queries per video, query text removed from the context
-Every part's first axis is split over the data-parallel mesh axes.
+Every part's first axis is split over the data-parallel mesh axes; float16 features (the
+store's precision) are up-cast to float32 on device, as the original does on read.
+
+Batches come from the HERO feature store reader (data_pipeline/hero_reader.py, its docstring
+has the table of keys): `data.store` names a store; without it a small demo store is built
+from the demo corpus and cached (data_pipeline/hero_demo.py, under `data.demo_dir` or
+~/.cache/vidlm/hero_demo); `data.synthetic=True` uses hero/synthetic.py (unit tests).
 """
 from __future__ import annotations
 
@@ -18,8 +27,9 @@ import jax.numpy as jnp
 
 from hero import masking, pretrain, synthetic
 from hero.config import HeroConfig
-from hero.modeling import HeroModel, init_params
+from hero.modeling import HeroModel, gather_subtitle_frames, init_params
 from hero.vsm import VsmSettings
+from trainer.errors import ConfigError
 from trainer.task import BatchSpec, Task
 
 TASKS = ('mlm', 'mfm-nce', 'mffr', 'fom', 'vsm')
@@ -30,8 +40,25 @@ def split_parts(batch):
     parts: dict[str, dict] = {}
     for key, value in batch.items():
         part, name = key.split('.', 1)
+        if value.dtype == jnp.float16:
+            value = value.astype(jnp.float32)
         parts.setdefault(part, {})[name] = value
     return parts
+
+
+def mlm_rows(batch):
+    """Per-video MLM part -> flat `[frames | text]` rows, one per subtitle slot (B*S rows);
+    padded subtitle slots have no text, so they get no MLM targets."""
+    if 'sub_frames' not in batch:
+        return batch
+    sub_frames = batch['sub_frames']
+    b, s, f = sub_frames.shape
+    feats = gather_subtitle_frames(batch['frame_feats'], sub_frames)
+    t = batch['txt_ids'].shape[-1]
+    return dict(frame_feats=feats.reshape(b * s, f, -1),
+                frame_mask=(sub_frames >= 0).astype(jnp.int32).reshape(b * s, f),
+                txt_ids=batch['txt_ids'].reshape(b * s, t),
+                txt_mask=batch['txt_mask'].reshape(b * s, t))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +79,7 @@ class HeroPretraining:
     def mlm(self, params, batch, rng, step):
         del step
         cfg = self.config.mlm
+        batch = mlm_rows(batch)
         mask_rng, rng = jax.random.split(rng)
         ids, labels = masking.mask_tokens(mask_rng, batch['txt_ids'], batch['txt_mask'],
                                           mask_id=cfg.mask_id,
@@ -134,8 +162,38 @@ def batch_sizes(config) -> dict[str, int]:
                 query_len=data.max_txt_len + 1, queries_per_video=data.query_per_video)
 
 
+def reader_batches(config, model_config: HeroConfig, global_batch: int):
+    """(train_batches, batch_spec) from the feature store reader; the demo store if no
+    `data.store` is given."""
+    from data_pipeline import hero_demo, hero_reader, hero_store
+    data = config.data
+    store = data.store
+    if not store:
+        store = hero_demo.build_demo_store(data.demo_dir or None, num_videos=data.demo_videos,
+                                           dim=model_config.vfeat_dim)
+    try:
+        meta = hero_store.read_meta(store)
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigError('data.store', str(error)) from error
+    if meta.get('feat_dim') != model_config.vfeat_dim:
+        raise ConfigError('model.vfeat_dim', f"{model_config.vfeat_dim} but the store {store} "
+                          f"has {meta.get('feat_dim')}-d features")
+    if meta.get('vocab_size', 0) > model_config.vocab_size:
+        raise ConfigError('model.vocab_size', f"{model_config.vocab_size} < the store's "
+                          f"tokenizer vocabulary {meta['vocab_size']} ({meta.get('tokenizer')})")
+    sizes = hero_reader.Sizes.from_config(config)
+    try:
+        iterate = hero_reader.make_train_batches(store, sizes, global_batch, int(config.seed))
+    except ValueError as error:
+        raise ConfigError('data.max_clip_len', str(error)) from error
+    spec = {k: BatchSpec(shape, dtype)
+            for k, (shape, dtype) in hero_reader.batch_shapes(sizes, global_batch).items()}
+    return iterate, spec
+
+
 def build_task(config) -> Task:
-    """HERO pretraining as an engine Task; batches are synthetic until the HERO reader exists."""
+    """HERO pretraining as an engine Task, fed by the feature store reader (or synthetic
+    batches with `data.synthetic`)."""
     dtype = jnp.dtype(config.train.dtype)
     hero = HeroPretraining.from_config(config, dtype=dtype)
     global_batch = int(config.train.global_batch)
@@ -148,7 +206,7 @@ def build_task(config) -> Task:
     def loss(params, batch, rng, step):
         return hero.mixed_loss(params, batch, rng, step)   # the engine sets the axis rules
 
-    def iterate(start_step, process_index, process_count):
+    def synthetic_batches(start_step, process_index, process_count):
         local = global_batch // process_count
         rows = range(process_index * local, (process_index + 1) * local)
         step = start_step
@@ -156,7 +214,11 @@ def build_task(config) -> Task:
             yield synthetic.pretrain_batch(hero.model.config, sizes, int(config.seed), rows, step)
             step += 1
 
-    example = synthetic.pretrain_batch(hero.model.config, sizes, 0, range(1), 0)
-    spec = {k: BatchSpec((global_batch,) + v.shape[1:], v.dtype) for k, v in example.items()}
+    if config.data.synthetic:
+        example = synthetic.pretrain_batch(hero.model.config, sizes, 0, range(1), 0)
+        spec = {k: BatchSpec((global_batch,) + v.shape[1:], v.dtype) for k, v in example.items()}
+        iterate = synthetic_batches
+    else:
+        iterate, spec = reader_batches(config, hero.model.config, global_batch)
     return Task(name='hero_pretrain', init=init, loss=loss, batch_spec=spec,
                 train_batches=iterate)

@@ -63,12 +63,21 @@ def get_config(arg=None):
         easy_neg_weight=0.1, drop_svmr_prob=0.8,
         hinge_grad_scale=1.0 if tiny else 1.0 / 16))
 
+    # input: a HERO feature store (data_pipeline/hero_store.py) read by
+    # data_pipeline/hero_reader.py. Without `store` a small demo store is built from the demo
+    # corpus and cached under `demo_dir` (default ~/.cache/vidlm/hero_demo); `synthetic` uses
+    # random batches (hero/synthetic.py, unit tests only).
+    c.data = ml_collections.ConfigDict()
+    c.data.store = ''
+    c.data.synthetic = False
+    c.data.demo_dir = ''
+    c.data.demo_videos = 64
+    c.data.feat_dtype = 'float16'     # features as stored; up-cast on device
     # static padding sizes of a batch (hero/modeling.py layout): frames per video, subtitles per
     # video, frames per subtitle; text gets one more slot for [SEP] / [CLS]
-    c.data = ml_collections.ConfigDict()
     c.data.max_clip_len = 12 if tiny else 100
-    c.data.max_txt_len = 7 if tiny else 60
-    c.data.subs_per_video = 5 if tiny else 48
+    c.data.max_txt_len = 8 if tiny else 60
+    c.data.subs_per_video = 6 if tiny else 48
     c.data.frames_per_sub = 4 if tiny else 16
     c.data.query_per_video = 5
     c.data.sub_ctx_len = 0
