@@ -22,8 +22,52 @@ import numpy as np  # noqa: E402
 from benchmarks.common import emit, peak_rss_bytes, time_fn  # noqa: E402
 
 
+def _step_parts(config, task, devices):
+    from trainer import mesh as mesh_lib
+    from trainer.loop import batch_shardings
+    from trainer.optim import make_optimizer
+    from trainer.state import state_shardings
+    from trainer.step import make_train_step
+
+    rules = mesh_lib.rules_from_config(config.mesh.rules)
+    mesh = mesh_lib.build_mesh(config.mesh, devices)
+    optimizer, schedule = make_optimizer(config.optim, config.train.steps)
+    abstract, shardings = state_shardings(task, optimizer, mesh, rules)
+    bshard = batch_shardings(task, mesh, rules)
+    step_fn = make_train_step(task, optimizer, config.train.micro_batches, False, schedule,
+                              config.train.accumulate, rules)
+    jitted = jax.jit(step_fn, in_shardings=(shardings, bshard, mesh_lib.replicated(mesh)),
+                     out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+    return mesh, rules, optimizer, abstract, bshard, jitted
+
+
+def compile_step(config, task, devices=None) -> dict:
+    """Compile the train step on abstract inputs only (nothing is allocated or run): compile
+    time, XLA's FLOPs and XLA's memory estimate. For models too big to run here."""
+    mesh, _, _, abstract, bshard, jitted = _step_parts(config, task, devices)
+    batch = {k: jax.ShapeDtypeStruct(spec.shape, spec.dtype, sharding=bshard[k])
+             for k, spec in task.batch_spec.items()}
+    rng = jax.eval_shape(lambda: jax.random.key(1))
+    start = time.perf_counter()
+    with jax.set_mesh(mesh):
+        lowered = jitted.lower(abstract, batch, rng)
+        lower_s = time.perf_counter() - start
+        compiled = lowered.compile()
+    total_s = time.perf_counter() - start
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    memory = compiled.memory_analysis()
+    return {'task': task.name, 'compile_time_s': total_s, 'lower_time_s': lower_s,
+            'flops_per_example_xla': (float(cost.get('flops', 0.0)) if cost else 0.0)
+            / config.train.global_batch,
+            'flops_per_example_analytic': task.flops_per_example,
+            'xla_temp_bytes': getattr(memory, 'temp_size_in_bytes', None),
+            'xla_argument_bytes': getattr(memory, 'argument_size_in_bytes', None),
+            'global_batch': config.train.global_batch, 'devices': mesh.devices.size}
+
+
 def measure_step(config, task, peak_flops_per_s: float | None = None, iters: int = 5,
-                 devices=None) -> dict:
+                 devices=None, warmup: int = 2) -> dict:
     """Compile and time one optimizer step of `task` under `config` (no checkpoints, no I/O)."""
     from trainer import mesh as mesh_lib
     from trainer.loop import batch_shardings
@@ -40,7 +84,7 @@ def measure_step(config, task, peak_flops_per_s: float | None = None, iters: int
     batch = {k: jax.device_put(np.asarray(host[k], spec.dtype), bshard[k])
              for k, spec in task.batch_spec.items()}
     step_fn = make_train_step(task, optimizer, config.train.micro_batches, False, schedule,
-                              config.train.accumulate)
+                              config.train.accumulate, rules)
     jitted = jax.jit(step_fn, in_shardings=(shardings, bshard, mesh_lib.replicated(mesh)),
                      out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
     rng = jax.random.key(1)
@@ -60,7 +104,7 @@ def measure_step(config, task, peak_flops_per_s: float | None = None, iters: int
         return metrics
 
     with jax.set_mesh(mesh):
-        step_s = time_fn(run, warmup=2, iters=iters)
+        step_s = time_fn(run, warmup=warmup, iters=iters)
     examples = config.train.global_batch
     analytic = task.flops_per_example
     # Model FLOPs: the analytic count (forward + backward) when the task gives one, else XLA's.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mreserve.flops import train_flops_per_example
 from mreserve.losses import MAX_LOG_SCALE, SCALE_NAMES, pretrain_losses
 from mreserve.model_config import ModelConfig
 from mreserve.params import init_params
@@ -18,24 +19,6 @@ from mreserve.pretrain_model import MerlotReservePretrainer
 from mreserve.synthetic import batch_shapes, random_batch
 from trainer.mesh import rules_from_config
 from trainer.task import BatchSpec, Task
-
-
-def flops_per_example(c: ModelConfig) -> float:
-    """Approximate training FLOPs per example (3x the forward matmuls: dense + attention)."""
-    h = c.hidden_size
-
-    def encoder(n_seqs, length, layers):
-        return n_seqs * layers * (24 * h * h * length + 4 * length * length * h)
-
-    frames, patches = c.num_segments, c.output_grid[0] * c.output_grid[1]
-    joint_rows = 2 * c.num_segment_groups + 2
-    forward = (encoder(frames, patches + 1, c.vit_num_layers) + 2 * frames * patches * 768 * h
-               + encoder(c.num_audio_spans, c.audio_tokens + 1, c.audio_num_layers)
-               + encoder(joint_rows, c.seq_len, c.joint_num_layers)
-               + 2 * joint_rows * c.seq_len * h * h
-               + encoder(c.num_text_spans_to_include, c.text_span_length + 1,
-                         c.span_num_layers))
-    return 3.0 * forward
 
 
 def build_task(config) -> Task:
@@ -81,4 +64,5 @@ def build_task(config) -> Task:
             eval_batches = None
     return Task(name=f'mreserve_pretrain_{config.get("variant", "custom")}', init=init,
                 loss=loss, batch_spec=spec, train_batches=train_batches,
-                eval_batches=eval_batches, flops_per_example=flops_per_example(model_config))
+                eval_batches=eval_batches,
+                flops_per_example=train_flops_per_example(model_config, global_batch))
