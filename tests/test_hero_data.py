@@ -187,7 +187,7 @@ def test_lmdb_import_round_trip(tmp_path):
                 [s['start'] for s in subs], [s['end'] for s in subs], n, 1.5)
             s2f = [[s, f] for s, f in s2f]
         videos[f'vid{i}'] = (feats, dict(input_ids=ids, unique_sub2frames=s2f, sub=subs,
-                                         unmatched_frames=unmatched, duration=n, vid_name=f'vid{i}'))
+                                         unmatched_frames=unmatched, duration=n))
     vdb = tmp_path / 'video_db' / 'tv' / 'resnet_slowfast_1.5'
     cdb = tmp_path / 'video_db' / 'tv' / 'resnet_slowfast_1.5_compressed'
     tdb = tmp_path / 'txt_db' / 'tv_subtitles.db'
