@@ -189,6 +189,16 @@ def _apply(model, params, batch, rng, deterministic):
     return model.apply({'params': params}, batch, deterministic, rngs=rngs)
 
 
+def qa_accuracy(logits, answer):
+    """Fraction of questions whose highest-scoring candidate is the answer (first max wins)."""
+    return jnp.mean(jnp.argmax(logits, -1) == answer)
+
+
+def violin_accuracy(logits, labels):
+    """Fraction of statements with (sigmoid(logit) > 0.5) == label."""
+    return jnp.mean((logits > 0) == (labels > 0.5))
+
+
 def qa_loss(model, params, batch, rng, deterministic=False):
     """CE over the candidates + 0.4 * (CE_st + CE_ed) / 2 (targets -1 ignored)."""
     logits, st, ed = _apply(model, params, batch, rng, deterministic)
@@ -199,8 +209,8 @@ def qa_loss(model, params, batch, rng, deterministic=False):
     ce_ed = masked_mean(cross_entropy(ed, span[:, 1]), span[:, 1] >= 0)
     temporal = (ce_st + ce_ed) / 2
     loss = qa + QA_TEMPORAL_WEIGHT * temporal
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == answer)
-    return loss, {'qa_loss': qa, 'qa_temporal_loss': temporal, 'qa_accuracy': accuracy}
+    return loss, {'qa_loss': qa, 'qa_temporal_loss': temporal,
+                  'qa_accuracy': qa_accuracy(logits, answer)}
 
 
 def violin_loss(model, params, batch, rng, deterministic=False):
@@ -209,8 +219,7 @@ def violin_loss(model, params, batch, rng, deterministic=False):
     labels = batch['labels'].astype(jnp.float32)
     bce = jnp.mean(jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(
         logits))))
-    accuracy = jnp.mean((logits > 0) == (labels > 0.5))
-    return bce, {'violin_loss': bce, 'violin_accuracy': accuracy}
+    return bce, {'violin_loss': bce, 'violin_accuracy': violin_accuracy(logits, labels)}
 
 
 def dummy_batch(config: HeroConfig, candidates: int):

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
+from hero import downstream, finetune_data, finetune_tasks, vcmr_eval
 from hero import downstream_data as dd
-from hero import finetune_data, finetune_tasks, vcmr_eval
 from hero.config import CLS_ID
 from hero.modeling import HeroModel
 from hero.vsm import video_query_scores
@@ -91,22 +91,20 @@ def evaluate_classification(config, params, kind: str, split: str, chunk: int = 
     ds = finetune_tasks.make_downstream(config, kind)
     videos, items = finetune_data.load_split(config, kind, split)
     forward = finetune_tasks.jitted_forward(ds)
-    correct, total = 0, 0
+    logits, targets = [], []
     for idx, count in _chunks(len(items), chunk):
         batch = ds.make_batch(videos, [items[i] for i in idx])
         inputs = {k: jnp.asarray(v) for k, v in batch.items()
                   if k not in ('answer', 'span', 'labels')}
         out = forward(params, inputs)
-        if kind == 'tvqa':
-            pred = np.argmax(np.asarray(out[0]), -1)[:count]
-            correct += int(np.sum(pred == batch['answer'][:count]))
-            total += count
-        else:
-            pred = (np.asarray(out) > 0)[:count]
-            correct += int(np.sum(pred == (batch['labels'][:count] > 0)))
-            total += pred.size
-    name = 'qa_accuracy' if kind == 'tvqa' else 'violin_accuracy'
-    return {name: 100.0 * correct / max(total, 1), 'num_examples': total}
+        logits.append(np.asarray(out[0] if kind == 'tvqa' else out)[:count])
+        targets.append(batch['answer' if kind == 'tvqa' else 'labels'][:count])
+    logits, targets = np.concatenate(logits), np.concatenate(targets)
+    if kind == 'tvqa':
+        return {'qa_accuracy': 100.0 * float(downstream.qa_accuracy(logits, targets)),
+                'num_examples': len(targets)}
+    return {'violin_accuracy': 100.0 * float(downstream.violin_accuracy(logits, targets)),
+            'num_examples': int(targets.size)}
 
 
 def evaluate(config, params, split: str = 'val') -> dict:
