@@ -1,7 +1,7 @@
 """Evaluate a fine-tuned HERO checkpoint on a split and write the metrics as JSON.
 
     python -m hero.evaluate --config configs/hero/tvr.py:variant=tiny --checkpoint DIR \
-        [--split val] [--step N]
+        [--split val] [--checkpoint_step N]
 
 DIR is a params directory (DIR/params, e.g. a trainer.export) or a training work directory
 (DIR/checkpoints/N). The metrics go to DIR/metrics_{split}.json (work directory:
@@ -143,12 +143,13 @@ def main(argv=None):
     config_flags.DEFINE_config_file('config', None, 'config file[:arg]', lock_config=True)
     flags.DEFINE_string('checkpoint', None, 'params directory or training work directory')
     flags.DEFINE_string('split', 'val', 'split to evaluate')
-    flags.DEFINE_integer('step', -1, 'checkpoint step of a work directory (default latest)')
+    flags.DEFINE_integer('checkpoint_step', -1,
+                         'checkpoint step of a work directory (default: the latest)')
     config = cli.parse(sys.argv if argv is None else argv)
     if not flags.FLAGS.checkpoint:
         config_error("flag 'checkpoint' is required")
     cli.setup_logging()
-    step = None if flags.FLAGS.step < 0 else flags.FLAGS.step
+    step = None if flags.FLAGS.checkpoint_step < 0 else flags.FLAGS.checkpoint_step
     params, tag = load_checkpoint(flags.FLAGS.checkpoint, step)
     metrics = evaluate(config, params, flags.FLAGS.split)
     path = write_metrics(metrics, flags.FLAGS.checkpoint, flags.FLAGS.split, tag)
