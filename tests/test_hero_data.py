@@ -240,3 +240,34 @@ def test_lmdb_import_round_trip(tmp_path):
                                            rtol=1e-6)
             else:
                 assert ex['pseudo'] == 1
+
+
+# ------------------------------------------------------------------------------ hero.task
+
+
+def test_task_reads_the_store_with_the_spec_and_resumes(small_store):
+    from configs.hero.pretrain import get_config
+    from hero.task import build_task
+    from trainer.errors import ConfigError
+    out, _ = small_store
+    config = get_config('variant=tiny')
+    config.data.store = out
+    config.data.max_clip_len = 10
+    config.model.vfeat_dim = 8
+    config.train.global_batch = 4
+    task = build_task(config)
+    stream = task.train_batches(0, 0, 1)
+    run = [next(stream) for _ in range(4)]
+    assert set(run[0]) == set(task.batch_spec)
+    for key, spec in task.batch_spec.items():
+        assert run[0][key].shape == spec.shape and run[0][key].dtype == spec.dtype, key
+    resumed = next(task.train_batches(3, 0, 1))
+    for key in resumed:
+        np.testing.assert_array_equal(resumed[key], run[3][key])
+    config.model.vfeat_dim = 16
+    with pytest.raises(ConfigError, match='vfeat_dim'):
+        build_task(config)
+    config.model.vfeat_dim = 8
+    config.data.max_clip_len = 20        # the store cut its alignment at 12
+    with pytest.raises(ConfigError, match='max_clip_len'):
+        build_task(config)

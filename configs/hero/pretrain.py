@@ -98,5 +98,7 @@ def get_config(arg=None):
     c.train.micro_batches = 1 if tiny else 2
     c.train.accumulate = 'sum'      # the original sums micro-batch gradients (spec §2.5)
     c.train.eval_every = 0 if tiny else 500
+    if tiny:
+        c.train.log_every = 1       # every step in metrics.jsonl: per-task curves of the demo
     c.train.ckpt_every = 50 if tiny else 500
     return c
