@@ -12,8 +12,10 @@ Configurations:
 
 Every measurement runs in a fresh single-device CPU process (no fake devices), so compile
 caches and peak memory (`peak_memory_bytes`, the process's peak RSS) are per configuration.
-Step measurements time the float32 matmul peak (benchmarks/matmul_peak.py) in the same
-process right before the step, and `mfu` is against that. Each configuration is repeated
+Step measurements time the float32 2048x2048 matmul (benchmarks/matmul_peak.py's peak) in
+the same process right before and after every timed step; `mfu` is the median over steps of
+model FLOPs / step time / the mean of those two peaks, which follows the load of a shared
+machine. Each configuration is repeated
 `--repeats` times and the median of every figure is reported (with the min and max of the
 step time and peak, since a shared machine makes them noisy). `flops_per_example` is the
 analytic count (mreserve/flops.py); `flops_per_example_xla` is XLA's cost analysis of the
@@ -67,10 +69,16 @@ def run_one(name: str, iters: int) -> dict:
         return compile_step(config, task, devices)
     import jax.numpy as jnp
 
-    from benchmarks.matmul_peak import matmul_flops_per_s
-    peak = max(matmul_flops_per_s(size, jnp.float32, 10) for size in (1024, 2048))
-    return measure_step(config, task, peak, iters=iters, devices=devices,
-                        warmup=1 if name == 'bench' else 2)
+    from benchmarks.common import time_fn
+    size = 2048      # the size at which benchmarks/matmul_peak.py finds the float32 peak here
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+    matmul = jax.jit(lambda x, y: x @ y).lower(a, b).compile()
+
+    def peak_fn():
+        return 2 * size**3 / time_fn(matmul, a, b, warmup=1, iters=5)
+    return measure_step(config, task, iters=iters, devices=devices,
+                        warmup=1 if name == 'bench' else 2, peak_fn=peak_fn)
 
 
 def run_child(name: str, iters: int) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import statistics
 import sys
 import time
 
@@ -67,8 +68,12 @@ def compile_step(config, task, devices=None) -> dict:
 
 
 def measure_step(config, task, peak_flops_per_s: float | None = None, iters: int = 5,
-                 devices=None, warmup: int = 2) -> dict:
-    """Compile and time one optimizer step of `task` under `config` (no checkpoints, no I/O)."""
+                 devices=None, warmup: int = 2, peak_fn=None) -> dict:
+    """Compile and time one optimizer step of `task` under `config` (no checkpoints, no I/O).
+
+    `peak_fn() -> FLOP/s`, when given, re-measures the matmul peak around every timed step
+    (see above); otherwise `mfu` is against `peak_flops_per_s`.
+    """
     from trainer import mesh as mesh_lib
     from trainer.loop import batch_shardings
     from trainer.optim import make_optimizer
@@ -103,12 +108,26 @@ def measure_step(config, task, peak_flops_per_s: float | None = None, iters: int
         holder['state'], metrics = compiled(holder['state'], batch, rng)
         return metrics
 
-    with jax.set_mesh(mesh):
-        step_s = time_fn(run, warmup=warmup, iters=iters)
     examples = config.train.global_batch
     analytic = task.flops_per_example
     # Model FLOPs: the analytic count (forward + backward) when the task gives one, else XLA's.
     model_flops = analytic * examples if analytic else xla_flops
+    mfus = []
+    with jax.set_mesh(mesh):
+        if peak_fn is None:
+            step_s = time_fn(run, warmup=warmup, iters=iters)
+        else:
+            # On a shared machine: the peak is re-measured right before and after every timed
+            # step, and the MFU is the median of the per-step ratios.
+            time_fn(run, warmup=0, iters=warmup)
+            times, peaks = [], []
+            for _ in range(iters):
+                before = peak_fn()
+                times.append(time_fn(run, warmup=0, iters=1))
+                peaks.append((before + peak_fn()) / 2)
+                mfus.append(model_flops / times[-1] / peaks[-1])
+            step_s = statistics.median(times)
+            peak_flops_per_s = statistics.median(peaks)
     result = {
         'task': task.name,
         'examples_per_s': examples / step_s,
@@ -125,7 +144,10 @@ def measure_step(config, task, peak_flops_per_s: float | None = None, iters: int
     }
     if peak_flops_per_s:
         result['matmul_peak_flops_per_s'] = peak_flops_per_s
-        result['mfu'] = model_flops / step_s / peak_flops_per_s
+        result['mfu'] = (statistics.median(mfus) if mfus
+                         else model_flops / step_s / peak_flops_per_s)
+    if mfus:
+        result['step_times_s'], result['matmul_peaks_flops_per_s'] = times, peaks
     return result
 
 
