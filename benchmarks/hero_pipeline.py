@@ -8,7 +8,8 @@ subtitles of ~12 tokens per video, spec §1.1) read by data_pipeline/hero_reader
 base config's static sizes; examples = videos built into batches (3 parts per step), per
 CPU-second of this process (= per host core, the reader is single-threaded).
 extraction: demo-corpus videos through data_pipeline/hero_features.py (decode at 1.5 s,
-encode, write the store); frames/s over the wall time of decode + encode (the encoder
+encode, write the store); frames/s over the wall time of decode + encode after one warm-up
+call (compilation excluded; the encoder
 defaults to the demo random projection; pass mreserve.hero_encoder:vision_tower with
 checkpoint=DIR for the MERLOT Reserve tower).
 The last output line is the JSON result.
@@ -66,6 +67,7 @@ def bench_extraction(videos: int, encoder_spec: str | None, encoder_args: dict) 
         paths = [os.path.join(tmp, 'corpus', e['video']) for e in manifest['train']]
         encoder = (hero_features.load_encoder(encoder_spec, encoder_args) if encoder_spec
                    else hero_features.random_projection(32))
+        encoder(np.zeros((1, 64, 96, 3), np.uint8))      # compile / trace outside the timing
         wall = time.perf_counter()
         summary = hero_features.extract_store(paths, os.path.join(tmp, 'corpus', 'train'),
                                               os.path.join(tmp, 'store'), encoder,

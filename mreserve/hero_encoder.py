@@ -12,6 +12,7 @@ is the feature of each frame. Batches are split over all local devices.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -26,16 +27,24 @@ from mreserve.modeling import MerlotReserve
 from trainer.params_io import load_params
 
 
+@functools.lru_cache
+def _patchify(grid: tuple[int, int]):
+    """A traced-once TF function: JPEG strings [N] -> patches [N, h*w, 768]."""
+    import tensorflow as tf
+
+    from data_pipeline.mreserve_reader import decode_image
+    return tf.function(lambda encoded: tf.map_fn(
+        lambda e: decode_image(e, grid, None, False), encoded, fn_output_signature=tf.float32),
+        input_signature=[tf.TensorSpec([None], tf.string)])
+
+
 def frames_to_patches(frames: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """uint8 [N, H, W, 3] -> float32 [N, h*w, 768] patches (the reader's eval path)."""
     import tensorflow as tf
 
     from data_pipeline import media
-    from data_pipeline.mreserve_reader import decode_image
     encoded = tf.constant([media.encode_jpeg(np.asarray(f)) for f in frames])
-    patches = tf.map_fn(lambda e: decode_image(e, grid, None, False), encoded,
-                        fn_output_signature=tf.float32)
-    return patches.numpy()
+    return _patchify(tuple(grid))(encoded).numpy()
 
 
 def vision_tower(checkpoint: str, batch_size: int = 32, dtype: str = 'float32'):
