@@ -103,17 +103,22 @@ def apply_rotary(x: jax.Array, sinusoids: jax.Array) -> jax.Array:
     so pair (2i, 2i+1) becomes x[2i](sin - cos), x[2i+1](sin + cos): an element-wise scaling.
     Only the first R dims of each head are touched. Released checkpoints need exactly this.
     """
-    rot = sinusoids.shape[-1]
-    cos_theta = sinusoids[:, 0, :, None, :].astype(x.dtype)
-    sin_theta = sinusoids[:, 1, :, None, :].astype(x.dtype)
-    x_rot, x_pass = x[..., :rot], x[..., rot:]
-    sign = jnp.tile(jnp.array([-1.0, 1.0], x.dtype), rot // 2)
-    x_rot = x_rot * sin_theta + (x_rot * sign) * cos_theta
-    return jnp.concatenate([x_rot, x_pass], axis=-1)
+    rot, dim = sinusoids.shape[-1], x.shape[-1]
+    cos_theta, sin_theta = sinusoids[:, 0], sinusoids[:, 1]
+    sign = jnp.tile(jnp.array([-1.0, 1.0], sinusoids.dtype), rot // 2)
+    # One multiply by [sin - cos, sin + cos, ..., 1, 1, ...]: no slicing or concatenation of x.
+    factor = jnp.pad(sin_theta + sign * cos_theta, ((0, 0), (0, 0), (0, dim - rot)),
+                     constant_values=1.0)
+    return x * factor[:, :, None, :].astype(x.dtype)
 
 
 def mask_to_bias(mask: jax.Array, dtype: Dtype) -> jax.Array:
-    """Boolean [B, L, L] mask -> additive bias [B, 1, L, L] (0 or -1e10), shared by heads."""
+    """Boolean [B, L, L] mask -> additive bias [B, 1, L, L] (0 or -1e10), shared by heads.
+
+    The original adds this bias to the logits. The layers pass the boolean mask to
+    `jax.nn.dot_product_attention` instead, which replaces masked logits by a large negative
+    number: the same softmax, since |logit| << 1e10 makes logit - 1e10 round to -1e10 exactly
+    and a fully masked row is uniform either way (and no [B, heads, L, L] bias is built)."""
     return jnp.where(mask, 0.0, ATTENTION_BIAS).astype(dtype)[:, None]
 
 
@@ -160,7 +165,8 @@ class AttentionLayer(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, sinusoids, bias):
+    def __call__(self, x, sinusoids, mask):
+        """x [B, L, H], sinusoids [B, 2, L, R] or None, mask [B, 1, L, L] bool or None."""
         nh = self.hidden_size // self.size_per_head
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=kernel_init)
         qkv = Projection((3 * nh, self.size_per_head), ('embed', 'heads', 'kv'), name='qkv',
@@ -170,8 +176,7 @@ class AttentionLayer(nn.Module):
             qk = apply_rotary(qk, sinusoids)
         q, k = qk[:, :, :nh], qk[:, :, nh:]
         q = constrain(q, 'act_batch', 'act_len', 'act_heads', None)
-        weights = nn.dot_product_attention_weights(q, k, bias=bias, dtype=self.dtype)
-        out = jnp.einsum('bhqk,bkhd->bqhd', weights, v)
+        out = jax.nn.dot_product_attention(q, k, v.astype(q.dtype), mask=mask)
         return Projection((self.hidden_size,), ('heads', 'kv', 'embed'), n_in=2, use_bias=False,
                           name='attn_proj', **kw)(out)
 
@@ -201,11 +206,11 @@ class TransformerLayer(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, sinusoids, bias):
+    def __call__(self, x, sinusoids, mask):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         h = layer_norm('pre_attn_ln', **kw)(x)
         x = x + AttentionLayer(self.hidden_size, self.size_per_head, name='attention_layer',
-                               **kw)(h, sinusoids, bias)
+                               **kw)(h, sinusoids, mask)
         h = layer_norm('pre_mlp_ln', **kw)(x)
         x = x + MlpLayer(self.hidden_size, name='mlp_layer', **kw)(h)
         return constrain(x, 'act_batch', 'act_len', 'act_embed'), None
@@ -254,7 +259,7 @@ class TransformerEncoder(nn.Module):
                 is_valid = jnp.concatenate([jnp.ones_like(is_valid[:, :1]), is_valid], 1)
         if is_valid is not None:
             attention_mask = is_valid[:, :, None] & is_valid[:, None, :]
-        bias = None if attention_mask is None else mask_to_bias(attention_mask, self.dtype)
+        mask = None if attention_mask is None else attention_mask[:, None]
         sinusoids = rotary_sinusoids(rotary_coords)
         sinusoids = jnp.broadcast_to(sinusoids, (batch,) + sinusoids.shape[1:])
 
@@ -269,10 +274,10 @@ class TransformerEncoder(nn.Module):
             stack = nn.scan(layer_cls, variable_axes={'params': 0}, split_rngs={'params': True},
                             in_axes=(nn.broadcast, nn.broadcast), length=self.num_layers,
                             metadata_params={nn.PARTITION_NAME: 'layers'})
-            x, _ = stack(name='layers', **layer_kw)(x, sinusoids, bias)
+            x, _ = stack(name='layers', **layer_kw)(x, sinusoids, mask)
         else:
             for i in range(self.num_layers):
-                x, _ = layer_cls(name=f'layer_{i:02d}', **layer_kw)(x, sinusoids, bias)
+                x, _ = layer_cls(name=f'layer_{i:02d}', **layer_kw)(x, sinusoids, mask)
         x = layer_norm('final_ln', **kw)(x)
         if not self.add_cls_token:
             return {'seq': x}
