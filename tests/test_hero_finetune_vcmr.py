@@ -5,6 +5,7 @@ released formats."""
 import json
 import os
 
+import numpy as np
 import pytest
 from engine_utils import run_module
 from hero_finetune_utils import fast_finetune, tiny_config, write_files_dataset
@@ -35,6 +36,34 @@ def test_files_source_matches_synthetic(tmp_path):
     assert len(videos) == 4 and len(queries) == 8
     assert all(q.ids and 0 <= q.video < 4 for q in queries)
     assert all(v.subs and all(fr for _, fr in v.subs) for v in videos)
+
+
+def test_store_source_reads_the_hero_feature_store(tmp_path):
+    """data.source=store: features, subtitle ids and alignment from a HERO feature store
+    written with data_pipeline/hero_store.py equal the files source's."""
+    from data_pipeline import annotations, hero_store
+    from hero import finetune_data
+    config = tiny_config('tvr')
+    for key, value in write_files_dataset(tmp_path, 'tvr').items():
+        config.data[key] = value
+    tokenize = finetune_data.make_tokenizer(config.data.tokenizer)
+    subs = annotations.read_subtitles(config.data.subtitles)
+    examples = []
+    for name, rows in sorted(subs.items()):
+        feats = finetune_data.read_features(config.data.video_dir, name)
+        examples.append(hero_store.make_example(
+            name, feats, [tokenize(t) for t, _, _ in rows], [s for _, s, _ in rows],
+            [e for _, _, e in rows], max_clip_len=config.data.max_clip_len))
+    hero_store.write_store(str(tmp_path / 'store'), examples, dict(
+        frame_interval=1.5, max_clip_len=config.data.max_clip_len, feat_dim=32))
+    files_videos, files_queries = finetune_data.load_split(config, 'tvr', 'val')
+    config.data.source, config.data.store = 'store', str(tmp_path / 'store')
+    store_videos, store_queries = finetune_data.load_split(config, 'tvr', 'val')
+    assert [q.ids for q in store_queries] == [q.ids for q in files_queries]
+    for a, b in zip(store_videos, files_videos):
+        np.testing.assert_array_equal(a.feats[:config.data.max_clip_len], b.feats)
+        assert [(list(i), list(f)) for i, f in a.subs] == [(list(i), list(f))
+                                                           for i, f in b.subs]
 
 
 @pytest.mark.slow

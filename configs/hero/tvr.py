@@ -30,7 +30,9 @@ def finetune_base(arg, task: str):
         remat_policy=arg.remat_policy))
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = 'synthetic' if tiny else 'files'     # synthetic | files
+    c.data.source = 'synthetic' if tiny else 'files'     # synthetic | files | store
+    c.data.store = ''               # HERO feature store directory (source=store)
+    c.data.store_split = 'train'
     c.data.train_annotations = ''
     c.data.val_annotations = ''
     c.data.test_annotations = ''
