@@ -79,3 +79,30 @@ def test_subtitles(tmp_path):
         ann.read_subtitles(write(tmp_path / 's.jsonl', lines))
     table, problems = ann.read_subtitles(tmp_path / 's.jsonl', errors='skip')
     assert table == {'v1': [('a', 0.5, 2.0), ('b', 3.0, 4.0)]} and problems[0][0] == 2
+
+
+def test_tfds_builders_read_manual_dir(tmp_path):
+    tfds = pytest.importorskip('tensorflow_datasets')
+    from data_pipeline.tfds_builders import tvqa, tvr
+    manual = tmp_path / 'manual'
+    manual.mkdir()
+    write(manual / 'tvr_train_release.jsonl', [TVR, dict(TVR, desc_id=2, ts=[0, 1.5])])
+    write(manual / 'tvr_val_release.jsonl', [dict(TVR, desc_id=3)])
+    write(manual / 'tvqa_val.jsonl', [TVQA, {k: v for k, v in TVQA.items()
+                                             if k != 'answer_idx'} | {'qid': 8}])
+    config = tfds.download.DownloadConfig(manual_dir=str(manual))
+    builder = tvr.TvrAnnotations(data_dir=str(tmp_path / 'tfds'))
+    builder.download_and_prepare(download_config=config)
+    assert builder.info.splits['train'].num_examples == 2
+    rows = list(tfds.as_numpy(builder.as_dataset(split='validation')))
+    assert rows[0]['desc_id'] == b'3' and rows[0]['ts'].tolist() == pytest.approx([3.2, 9.9])
+    qa = tvqa.TvqaAnnotations(data_dir=str(tmp_path / 'tfds'))
+    qa.download_and_prepare(download_config=config)
+    rows = sorted(tfds.as_numpy(qa.as_dataset(split='validation')), key=lambda r: r['qid'])
+    assert [r['answer_idx'] for r in rows] == [3, -1]
+    assert rows[0]['answers'][3] == b'A phone'
+    # malformed lines stop the build with their line numbers
+    write(manual / 'tvr_train_release.jsonl', [TVR, '{broken'])
+    with pytest.raises(ann.AnnotationError, match='tvr_train_release.jsonl:2'):
+        tvr.TvrAnnotations(data_dir=str(tmp_path / 'tfds2')).download_and_prepare(
+            download_config=config)
