@@ -215,8 +215,9 @@ def test_lmdb_import_round_trip(tmp_path):
 
     for source in (vdb, cdb.parent / cdb.name):
         out = tmp_path / f'store_{source.name}'
-        summary = hero_import.import_dbs(str(source), str(tdb), str(out), num_shards=3,
-                                         max_clip_len=1000)
+        summary = hero_import.main(['--video-db', str(source), '--txt-db', str(tdb),
+                                    '--out', str(out), '--num-shards', '3',
+                                    '--max-clip-len', '1000'])
         assert summary['written'] == 7 and not summary['skipped']
         meta = hero_store.read_meta(str(out))
         assert meta['frame_interval'] == 1.5 and meta['feat_dim'] == 12
@@ -271,3 +272,30 @@ def test_task_reads_the_store_with_the_spec_and_resumes(small_store):
     config.data.max_clip_len = 20        # the store cut its alignment at 12
     with pytest.raises(ConfigError, match='max_clip_len'):
         build_task(config)
+
+
+# ------------------------------------------------------------------------------ CLIs
+
+
+def test_hero_features_cli_and_resume(tmp_path, shared_dir):
+    from data_pipeline import demo_corpus, hero_features
+    bpe = shared_dir / 'tokenizers' / 'mreserve_lowercase_bpe.json'
+    if not bpe.exists():
+        pytest.skip('../shared/tokenizers/mreserve_lowercase_bpe.json is not present')
+    corpus = tmp_path / 'corpus'
+    demo_corpus.build_corpus(str(corpus), 3, seed=1, val_fraction=0.0, workers=1, width=64,
+                             height=48, fps=2, min_seconds=6.0, max_seconds=9.0)
+    (corpus / 'train' / 'broken.mp4').write_bytes(b'not a video')
+    argv = ['--videos', str(corpus / 'train'), '--subtitles', str(corpus / 'train'),
+            '--out', str(tmp_path / 'store'), '--encoder',
+            'data_pipeline.hero_features:random_projection', '--encoder-arg', 'dim=16',
+            '--tokenizer', f'bpe:{bpe}', '--num-shards', '2']
+    summary = hero_features.main(argv)
+    assert summary['written'] == 3 and summary['skipped_videos'][0]['vid'] == 'broken'
+    meta = hero_store.read_meta(str(tmp_path / 'store'))
+    assert meta['feat_dim'] == 16 and meta['vocab_size'] == 32768
+    files = hero_store.shard_files(str(tmp_path / 'store'))
+    records = [hero_store.parse_example(r) for p in files for r in hero_reader.read_tfrecords(p)]
+    assert all(r['features'].shape[1] == 16 and len(r['sub/lens']) > 0 for r in records)
+    again = hero_features.main(argv)            # finished shards are not redone
+    assert again['resumed_shards'] == 2 and again['written'] == 0
