@@ -11,7 +11,8 @@ batches of ``--batch-size``, and the subtitles (``DIR/<stem>.srt|.vtt|.json|.stm
 into cues) are normalised as HERO's preprocessing does (``html.unescape``; an all-upper-case
 line is lower-cased) and tokenised. A video without a subtitle file or with an empty one gets
 pseudo-subtitles (spec §3.2 rule 3). Unreadable videos and broken subtitle files are skipped;
-``summary.json`` names each with its reason.
+``summary.json`` names each with its reason. One thread decodes the next videos while the
+encoder runs.
 
 The encoder is plugged in by name, so this package imports no model code: ``function(**args)``
 returns a callable ``frames uint8 [N, H, W, 3] -> features float [N, D]`` (e.g.
@@ -22,6 +23,7 @@ they parse, else kept as strings.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import html
 import importlib
 import json
@@ -36,6 +38,7 @@ from data_pipeline.transcripts import EmptyTranscriptError, TranscriptError, par
 
 VIDEO_EXTENSIONS = ('.mp4', '.webm', '.ogv', '.mkv', '.mov', '.avi', '.m4v', '.flv', '.mpg')
 SUBTITLE_EXTENSIONS = ('.srt', '.vtt', '.json', '.stm')      # preference order
+PREFETCH = 2                  # videos decoded ahead of the encoder (one decoding thread)
 
 
 def load_encoder(spec: str, args: dict | None = None):
@@ -119,10 +122,8 @@ def encode_frames(encoder, frames: np.ndarray, batch_size: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def video_example(path: str, subtitle_path: str | None, encoder, tokenizer, interval: float,
-                  batch_size: int, max_clip_len: int) -> tuple[dict, int]:
-    """One video -> (store example, frames encoded). Raises MediaError / TranscriptError."""
-    vid = os.path.splitext(os.path.basename(path))[0]
+def decode_video(path: str, subtitle_path: str | None, interval: float):
+    """-> (duration, frames uint8 [n, H, W, 3], cues). Raises MediaError / TranscriptError."""
     info = media.probe(path, require_video=True)
     cues = []
     if subtitle_path is not None:
@@ -130,15 +131,20 @@ def video_example(path: str, subtitle_path: str | None, encoder, tokenizer, inte
             cues = parse_transcript(subtitle_path, cues=True)
         except EmptyTranscriptError:
             cues = []
-    frames = media.extract_frames(path, clip_times(info.duration, interval))
+    return info.duration, media.extract_frames(path, clip_times(info.duration, interval)), cues
+
+
+def make_video_example(vid: str, decoded, encoder, tokenizer, interval: float,
+                       batch_size: int, max_clip_len: int) -> dict:
+    """Decoded video -> store example (features through the encoder, subtitles tokenised)."""
+    duration, frames, cues = decoded
     feats = encode_frames(encoder, frames, batch_size)
     if feats.ndim != 2 or len(feats) != len(frames):
         raise ValueError(f'encoder returned {feats.shape} for {len(frames)} frames')
     ids = [tokenizer.encode(normalize_subtitle(c.text)) for c in cues]
-    example = hero_store.make_example(
+    return hero_store.make_example(
         vid, feats.astype(np.float16), ids, [c.start for c in cues], [c.end for c in cues],
-        interval=interval, duration=info.duration, max_clip_len=max_clip_len)
-    return example, len(frames)
+        interval=interval, duration=duration, max_clip_len=max_clip_len)
 
 
 def extract_store(videos: list[str], subtitle_dir: str | None, out_dir: str, encoder,
@@ -154,16 +160,26 @@ def extract_store(videos: list[str], subtitle_dir: str | None, out_dir: str, enc
     writer = hero_store.StoreWriter(out_dir, len(videos), num_shards, meta)
     progress = shards.Progress(len(videos), 'hero features', interval=5.0 if quiet else 10.0)
     t0, cpu0, frames_done, encode_s = time.time(), shards.cpu_seconds(), 0, 0.0
-    for item, path in enumerate(videos):
-        if not writer.wants(item):
-            progress.update(1)
-            continue
+    todo = [(item, path) for item, path in enumerate(videos) if writer.wants(item)]
+    progress.update(len(videos) - len(todo))
+    pool = concurrent.futures.ThreadPoolExecutor(1)     # decodes the next video meanwhile
+
+    def decode(path):
+        vid = os.path.splitext(os.path.basename(path))[0]
+        return pool.submit(decode_video, path, find_subtitle(subtitle_dir, vid), interval)
+    pending = [decode(path) for _, path in todo[:PREFETCH]]
+    for k, (item, path) in enumerate(todo):
+        if k + PREFETCH < len(todo):
+            pending.append(decode(todo[k + PREFETCH][1]))
         vid = os.path.splitext(os.path.basename(path))[0]
         try:
+            decoded = pending[k].result()
+            pending[k] = None
             t = time.time()
-            example, n = video_example(path, find_subtitle(subtitle_dir, vid), encoder,
-                                       tokenizer, interval, batch_size, max_clip_len)
+            example = make_video_example(vid, decoded, encoder, tokenizer, interval,
+                                         batch_size, max_clip_len)
             encode_s += time.time() - t
+            n = example['num_frames']
             frames_done += n
             if writer.meta['feat_dim'] is None:
                 writer.meta['feat_dim'] = int(example['feat_dim'])
@@ -180,11 +196,13 @@ def extract_store(videos: list[str], subtitle_dir: str | None, out_dir: str, enc
                 reason = 'bad subtitles'
             writer.add(item, None, dict(vid=vid, path=path, reason=reason, detail=str(error)))
         progress.update(1, f'{frames_done} frames')
+    pool.shutdown()
     progress.close()
     seconds = time.time() - t0
     return writer.finish(dict(videos=len(videos), frames=frames_done, seconds=round(seconds, 2),
                               cpu_seconds=round(shards.cpu_seconds() - cpu0, 2),
-                              frames_per_second=round(frames_done / max(encode_s, 1e-9), 2)))
+                              encode_frames_per_second=round(frames_done / max(encode_s, 1e-9),
+                                                             2)))
 
 
 def main(argv=None):

@@ -8,7 +8,8 @@ DIR is a params checkpoint (trainer/params_io.py: DIR/params + DIR/config.json, 
 MERLOT Reserve reader (data_pipeline/mreserve_reader.py `decode_image`: JPEG q75 as the records
 store frames, aspect-preserving bilinear resize into the output grid, zero padding, 16x16x3
 patches); the tower's CLS output (hidden_size, the vector the contrastive image loss uses)
-is the feature of each frame. Batches are split over all local devices.
+is the feature of each frame. Batches are split over all local devices; a short batch is
+padded to the next power of two.
 """
 from __future__ import annotations
 
@@ -71,7 +72,10 @@ def vision_tower(checkpoint: str, batch_size: int = 32, dtype: str = 'float32'):
         out = []
         for i in range(0, len(patches), batch_size):
             chunk = patches[i:i + batch_size]
-            padded = np.zeros((batch_size,) + chunk.shape[1:], np.float32)
+            # pad to a power of two (a multiple of the devices): few compiled sizes, little waste
+            size = min(batch_size, -(-(1 << (len(chunk) - 1).bit_length()) // len(devices))
+                       * len(devices))
+            padded = np.zeros((size,) + chunk.shape[1:], np.float32)
             padded[:len(chunk)] = chunk
             out.append(np.asarray(cls(params, jax.device_put(padded, data_sharding)))
                        [:len(chunk)])
