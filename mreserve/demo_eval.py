@@ -1,6 +1,7 @@
 """Zero-shot evaluation on the held-out demo videos: does the model know what it sees and hears?
 
-    python -m mreserve.demo_eval --params EXPORTED_DIR --demo-dir WORKDIR/demo [--out FILE]
+    python -m mreserve.demo_eval --workdir WORKDIR [--step N] [--demo-dir DIR] [--out FILE]
+    python -m mreserve.demo_eval --params EXPORTED_DIR --demo-dir DIR [--out FILE]
 
 Each held-out video (demo corpus `val` split) is decoded with the zero-shot preprocessing
 (`data_pipeline.segments.video_to_segments`: one frame per 5 s segment, [3, 60, 65] audio
@@ -182,18 +183,33 @@ def evaluate(params: Any, model_config: ModelConfig, tokenizer, corpus_dir: str,
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--params', required=True,
-                        help='exported params directory (python -m trainer.export)')
-    parser.add_argument('--demo-dir', required=True, help='mreserve.demo_data output folder')
+    parser.add_argument('--workdir', default='', help='a training work directory (checkpoints/)')
+    parser.add_argument('--step', type=int, default=-1, help='checkpoint step (default: latest)')
+    parser.add_argument('--params', default='',
+                        help='or an exported params directory (python -m trainer.export)')
+    parser.add_argument('--demo-dir', default='', help='mreserve.demo_data output folder '
+                        "(default: the run's demo.dir or WORKDIR/demo)")
     parser.add_argument('--out', default='', help='write the result JSON here')
     args = parser.parse_args(argv)
-    from trainer.params_io import load_params
-    with open(os.path.join(args.params, 'config.json')) as f:
-        config = ModelConfig.from_config(json.load(f))
-    demo = os.path.abspath(args.demo_dir)
-    result = evaluate(load_params(args.params), config, os.path.join(demo, 'tokenizer.model'),
-                      os.path.join(demo, 'corpus'))
-    print(json.dumps(result, indent=2))
+    if bool(args.workdir) == bool(args.params):
+        parser.error('give one of --workdir and --params')
+    with open(os.path.join(args.workdir or args.params, 'config.json')) as f:
+        saved = json.load(f)
+    if args.workdir:
+        from trainer.export import read_checkpoint_params
+        step, params = read_checkpoint_params(args.workdir, None if args.step < 0 else args.step)
+    else:
+        from trainer.params_io import load_params
+        step, params = saved.get('exported_from', {}).get('step'), load_params(args.params)
+    demo = args.demo_dir or saved.get('demo', {}).get('dir') or os.path.join(
+        args.workdir or '.', 'demo')
+    result = evaluate(params, ModelConfig.from_config(saved),
+                      os.path.join(demo, 'tokenizer.model'), os.path.join(demo, 'corpus'))
+    result['step'] = step
+    print(json.dumps({k: v for k, v in result.items() if k != 'tasks'}))
+    for name, task in result['tasks'].items():
+        print(f'{name:14s} accuracy {task["accuracy"]:.3f} (chance {task["chance"]:.3f}, '
+              f'{task["num_examples"]} examples)')
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(result, f, indent=2)

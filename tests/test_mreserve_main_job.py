@@ -1,0 +1,97 @@
+"""The main job: `python -m mreserve.train --config configs/mreserve/pretrain.py:variant=tiny`.
+
+Fast: the demo-data preparation (corpus, tokenizer, shards, cache reuse) on a few short
+videos, and the zero-shot scoring of mreserve/demo_eval.py on a random tiny model.
+Slow: the real command in a subprocess, trained (zero-shot accuracy >= 2x chance) and with
+0 steps (the untrained init, near chance).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs.mreserve.pretrain import get_config
+from data_pipeline.tokenizer import AUDIOSPAN, MASK
+from mreserve import demo_data, demo_eval
+from mreserve.model_config import ModelConfig
+from mreserve.params import init_params
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL_DEMO = dict(num_videos=6, seed=1, val_fraction=0.34, vocab_size=300, num_shards=1,
+                  min_seconds=12.0, max_seconds=16.0)
+
+
+@pytest.fixture(scope='module')
+def small_demo(tmp_path_factory):
+    return demo_data.prepare(str(tmp_path_factory.mktemp('demo')), workers=1, **SMALL_DEMO)
+
+
+def test_demo_data_is_built_once_and_reused(small_demo):
+    with open(os.path.join(small_demo.root, demo_data.MANIFEST)) as f:
+        manifest = json.load(f)
+    assert manifest['settings'] == demo_data.prepare(small_demo.root, **SMALL_DEMO).settings
+    assert manifest['train_videos'] == 4 and manifest['val_videos'] == 2
+    assert os.path.exists(small_demo.tokenizer)
+    assert any(name.startswith('train') and name.endswith('.tfrecord')
+               for name in os.listdir(small_demo.records))
+    assert len(demo_eval.load_val_entries(small_demo.corpus)) == 2
+    # Cached: nothing is rebuilt (the manifest file is untouched).
+    before = os.path.getmtime(os.path.join(small_demo.root, demo_data.MANIFEST))
+    demo_data.prepare(small_demo.root, **SMALL_DEMO)
+    assert os.path.getmtime(os.path.join(small_demo.root, demo_data.MANIFEST)) == before
+
+
+def test_zero_shot_scoring_on_a_random_tiny_model(small_demo):
+    config = ModelConfig.from_config(get_config('variant=tiny'))
+    params = jax.device_get(jax.tree.map(lambda x: getattr(x, 'value', x),
+                                         init_params(config, jax.random.key(0)),
+                                         is_leaf=lambda x: hasattr(x, 'value')))
+    cache = {}
+    result = demo_eval.evaluate(params, config, small_demo.tokenizer, small_demo.corpus,
+                                cache=cache)
+    assert {'accuracy', 'chance', 'num_examples', 'tasks'} <= set(result)
+    assert result['chance'] == pytest.approx(1 / len(demo_eval.OPTIONS['colour']))
+    assert result['num_examples'] > 0 and 0.0 <= result['accuracy'] <= 1.0
+    assert set(result['tasks']) == {'colour/audio', 'colour/text', 'shape/audio', 'shape/text'}
+    assert result['tasks']['shape/text']['chance'] == pytest.approx(1 / 4)
+    json.dumps(result)
+
+    videos = next(iter(cache.values()))
+    questions = [q for v in videos for q in demo_eval.build_questions(
+        v, 'colour', None, config.lang_seq_len, 'audio')]
+    assert len(questions) == result['num_examples']
+    grid = config.output_grid[0] * config.output_grid[1]
+    for q in questions:
+        assert q['images'].shape == (1, grid, 768) and q['audio_clips'].shape == (3, 60, 65)
+        assert np.sum(q['tokens'] == MASK) == 1 and np.sum(q['tokens'] == AUDIOSPAN) == 12
+        assert 0 <= q['answer'] < 8
+
+
+def _main_job(workdir, demo_dir, *overrides):
+    env = {k: v for k, v in os.environ.items() if k != 'JAX_PLATFORMS'}
+    env['JAX_PLATFORMS'] = 'cpu'   # the venv may hold libtpu; the job itself needs no setting
+    cmd = [sys.executable, '-m', 'mreserve.train',
+           '--config', 'configs/mreserve/pretrain.py:variant=tiny', '--workdir', str(workdir),
+           f'--config.demo.dir={demo_dir}', *overrides]
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=1500)
+    with open(os.path.join(workdir, 'zero_shot.json')) as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+def test_main_job_learns_what_it_sees_and_hears(tmp_path):
+    demo_dir = tmp_path / 'demo'
+    untrained = _main_job(tmp_path / 'untrained', demo_dir, '--config.train.steps=0')
+    assert untrained['num_examples'] >= 50 and untrained['step'] == 0
+    assert untrained['accuracy'] < 2 * untrained['chance']
+    trained = _main_job(tmp_path / 'trained', demo_dir)
+    assert trained['step'] > 0 and trained['num_examples'] == untrained['num_examples']
+    assert trained['accuracy'] >= 2 * trained['chance'], trained
+    assert os.path.isdir(tmp_path / 'trained' / 'checkpoints')
+    assert os.path.exists(tmp_path / 'trained' / 'metrics.jsonl')
