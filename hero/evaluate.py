@@ -37,18 +37,20 @@ def _chunks(n: int, size: int):
         yield np.arange(first, first + size) % n, count
 
 
-def vcmr_outputs(model: HeroModel, params, videos, queries, sizes, settings, chunk=CHUNK):
+def vcmr_outputs(model: HeroModel, params, videos, queries, sizes, settings, chunk=CHUNK,
+                 compiler_options=None):
     """Per-query dicts for vcmr_eval.evaluate_queries (corpus = `videos`)."""
+    def jit(fn):
+        return jax.jit(fn, compiler_options=compiler_options)
     packed = dd.stack([dd.pack_video(v, sizes) for v in videos])
-    encode_video = jax.jit(lambda p, b: model.apply({'params': p}, b, method='encode_video'))
-    encode_query = jax.jit(lambda p, i, m: model.apply({'params': p}, i, m,
-                                                       method='encode_query'))
-    span = jax.jit(lambda p, q, v, m: model.apply({'params': p}, q[:, None], v, m,
-                                                  method='own_span_logits'))
+    encode_video = jit(lambda p, b: model.apply({'params': p}, b, method='encode_video'))
+    encode_query = jit(lambda p, i, m: model.apply({'params': p}, i, m, method='encode_query'))
+    span = jit(lambda p, q, v, m: model.apply({'params': p}, q[:, None], v, m,
+                                              method='own_span_logits'))
     frames = []
     for idx, count in _chunks(len(videos), chunk):
-        frames.append(np.asarray(encode_video(params, {k: x[idx] for k, x in packed.items()
-                                                       if k != 'query_ids'}))[:count])
+        frames.append(np.asarray(encode_video(params, {k: x[idx] for k, x in packed.items()}))
+                      [:count])
     frames = np.concatenate(frames)
     frame_mask = packed['frame_mask']
     slots = [dd.text_slots(q.ids, sizes.query_len, CLS_ID) for q in queries]
@@ -57,40 +59,42 @@ def vcmr_outputs(model: HeroModel, params, videos, queries, sizes, settings, chu
     for idx, count in _chunks(len(queries), chunk):
         qvec.append(np.asarray(encode_query(params, q_ids[idx], q_mask[idx]))[:count])
     qvec = np.concatenate(qvec)
-    scores = np.asarray(jax.jit(video_query_scores)(qvec, frames, frame_mask))
+    scores = np.asarray(jit(video_query_scores)(qvec, frames, frame_mask))
     k = min(settings.max_vcmr_video, len(videos))
     out = []
-    for idx, count in _chunks(len(queries), max(1, chunk // k) if k < chunk else 1):
-        top = np.argsort(-scores[idx], axis=1, kind='stable')[:, :k]          # (n, K)
-        pairs_q = np.repeat(qvec[idx], k, axis=0)
-        st, ed = span(params, pairs_q, frames[top.reshape(-1)], frame_mask[top.reshape(-1)])
-        st = np.asarray(st)[:, 0].reshape(len(idx), k, -1)
-        ed = np.asarray(ed)[:, 0].reshape(len(idx), k, -1)
+    # span logits against the top-k videos and the GT video (column k) in one call
+    for idx, count in _chunks(len(queries), max(1, chunk // (k + 1))):
+        top = np.argsort(-scores[idx], axis=1, kind='stable')[:, :k]          # (n, k)
         gt = np.array([queries[i].video for i in idx])
-        gst, ged = span(params, qvec[idx], frames[gt], frame_mask[gt])
-        gst, ged = np.asarray(gst)[:, 0], np.asarray(ged)[:, 0]
+        cols = np.concatenate([top, gt[:, None]], axis=1).reshape(-1)
+        st, ed = span(params, np.repeat(qvec[idx], k + 1, axis=0), frames[cols],
+                      frame_mask[cols])
+        st = np.asarray(st)[:, 0].reshape(len(idx), k + 1, -1)
+        ed = np.asarray(ed)[:, 0].reshape(len(idx), k + 1, -1)
         for r in range(count):
             q = queries[idx[r]]
             out.append(dict(gt_video=q.video, gt_window=tuple(q.window), type=q.qtype,
-                            video_scores=scores[idx[r]], cand_videos=top[r], cand_st=st[r],
-                            cand_ed=ed[r], gt_st=gst[r], gt_ed=ged[r]))
+                            video_scores=scores[idx[r]], cand_videos=top[r], cand_st=st[r, :k],
+                            cand_ed=ed[r, :k], gt_st=st[r, k], gt_ed=ed[r, k]))
     return out
 
 
-def evaluate_tvr(config, params, split: str):
+def evaluate_tvr(config, params, split: str, compiler_options=None):
     ds = finetune_tasks.make_downstream(config, 'tvr')
     videos, queries = finetune_data.load_split(config, 'tvr', split)
     settings = vcmr_eval.VcmrSettings(**config.vcmr, interval=float(config.data.frame_interval))
     rows = vcmr_outputs(ds.model, params, videos, queries,
-                        dd.Sizes.from_config(config.data), settings)
+                        dd.Sizes.from_config(config.data), settings,
+                        compiler_options=compiler_options)
     return vcmr_eval.evaluate_queries(rows, settings)
 
 
-def evaluate_classification(config, params, kind: str, split: str, chunk: int = 8):
+def evaluate_classification(config, params, kind: str, split: str, chunk: int = 8,
+                            compiler_options=None):
     """TVQA: argmax over the 5 candidates; VIOLIN: sigmoid > 0.5 per statement."""
     ds = finetune_tasks.make_downstream(config, kind)
     videos, items = finetune_data.load_split(config, kind, split)
-    forward = finetune_tasks.jitted_forward(ds)
+    forward = finetune_tasks.jitted_forward(ds, compiler_options)
     logits, targets = [], []
     for idx, count in _chunks(len(items), chunk):
         batch = ds.make_batch(videos, [items[i] for i in idx])
@@ -107,11 +111,14 @@ def evaluate_classification(config, params, kind: str, split: str, chunk: int = 
             'num_examples': int(targets.size)}
 
 
-def evaluate(config, params, split: str = 'val') -> dict:
+def evaluate(config, params, split: str = 'val', compiler_options=None) -> dict:
+    """Metrics of `params` on `split`; `compiler_options` go to every jax.jit (tests use
+    low-optimisation settings to compile faster)."""
     kind = finetune_tasks.kind_of(config)
     if kind == 'tvr':
-        return evaluate_tvr(config, params, split)
-    return evaluate_classification(config, params, kind, split)
+        return evaluate_tvr(config, params, split, compiler_options)
+    return evaluate_classification(config, params, kind, split,
+                                   compiler_options=compiler_options)
 
 
 def load_checkpoint(directory: str, step: int | None = None):

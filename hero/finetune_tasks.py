@@ -133,6 +133,7 @@ def kind_of(config) -> str:
     raise ValueError(f'config.task {config.task!r} is not a HERO downstream task')
 
 
-def jitted_forward(ds: Downstream):
+def jitted_forward(ds: Downstream, compiler_options=None):
     """Deterministic forward for evaluation: QA -> (answer logits, st, ed); VIOLIN -> logits."""
-    return jax.jit(lambda params, batch: ds.model.apply({'params': params}, batch, True))
+    return jax.jit(lambda params, batch: ds.model.apply({'params': params}, batch, True),
+                   compiler_options=compiler_options)

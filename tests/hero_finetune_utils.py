@@ -25,7 +25,8 @@ def fast_finetune(config, kind: str, steps: int, lr: float = 1e-3, seed: int = 0
     """AdamW fine-tuning of the task's loss on the train split -> (params, last metrics)."""
     ds = finetune_tasks.make_downstream(config, kind)
     videos, items = finetune_data.load_split(config, kind, 'train')
-    params = nn.meta.unbox(jax.jit(ds.init)(jax.random.key(seed)))
+    params = nn.meta.unbox(jax.jit(ds.init, compiler_options=FAST_COMPILE)(
+        jax.random.key(seed)))
     optimizer = optax.adamw(lr, b2=0.98, weight_decay=0.01)
 
     def step(p, s, batch, rng, i):

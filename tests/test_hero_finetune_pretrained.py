@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 import pytest
-from hero_finetune_utils import tiny_config
+from hero_finetune_utils import FAST_COMPILE, tiny_config
 
 from hero import finetune_tasks
 from hero.load_pretrained import MERGED_DIR, merge_pretrained, prepare_init_from
@@ -25,7 +25,8 @@ def assert_subtree_equal(part, full):
 
 def host_init(config, kind, seed):
     ds = finetune_tasks.make_downstream(config, kind)
-    return jax.tree.map(np.asarray, nn.meta.unbox(jax.jit(ds.init)(jax.random.key(seed))))
+    init = jax.jit(ds.init, compiler_options=FAST_COMPILE)
+    return jax.tree.map(np.asarray, nn.meta.unbox(init(jax.random.key(seed))))
 
 
 def test_merge_copies_encoder_and_keeps_new_heads():

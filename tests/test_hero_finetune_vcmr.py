@@ -8,23 +8,31 @@ import os
 import numpy as np
 import pytest
 from engine_utils import run_module
-from hero_finetune_utils import fast_finetune, tiny_config, write_files_dataset
+from hero_finetune_utils import FAST_COMPILE, fast_finetune, tiny_config, write_files_dataset
 
 from hero import evaluate
 
 
-def test_vcmr_finetune_beats_chance_and_evaluates():
+def test_vcmr_few_steps_then_evaluate():
     config = tiny_config('tvr')
-    params, metrics = fast_finetune(config, 'tvr', steps=100)
-    assert metrics['vsm_loss'] == metrics['vsm_loss']       # finite
-    out = evaluate.evaluate(config, params, 'val')
-    chance_r1 = 100.0 / config.data.synthetic_videos
-    print('VR', out['VR'], 'VCMR', out['VCMR'], 'SVMR', out['SVMR'])
-    assert out['VR']['r1'] >= 3 * chance_r1
-    assert out['SVMR']['0.5-r5'] > 25.0
+    params, metrics = fast_finetune(config, 'tvr', steps=3)
+    assert np.isfinite(metrics['vsm_loss'])
+    out = evaluate.evaluate(config, params, 'val', FAST_COMPILE)
     assert out['num_queries'] == config.data.synthetic_items
     assert set(out['VCMR']) == {f'{t}-r{k}' for t in (0.5, 0.7) for k in (1, 5, 10, 100)}
+    assert set(out['VR']) == {'r1', 'r5', 'r10', 'r100'} and out['VR']['r100'] == 100.0
     assert all(len(p) <= 100 for p in out['predictions'])
+
+
+@pytest.mark.slow
+def test_vcmr_finetune_beats_chance():
+    config = tiny_config('tvr')
+    params, _ = fast_finetune(config, 'tvr', steps=100)
+    out = evaluate.evaluate(config, params, 'val', FAST_COMPILE)
+    chance_r1 = 100.0 / config.data.synthetic_videos
+    print('VR', out['VR'], 'VCMR', out['VCMR'], 'SVMR', out['SVMR'], 'chance VR r1', chance_r1)
+    assert out['VR']['r1'] >= 3 * chance_r1
+    assert out['SVMR']['0.5-r5'] > 25.0
 
 
 def test_files_source_matches_synthetic(tmp_path):
