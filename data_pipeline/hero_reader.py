@@ -33,15 +33,17 @@ The alignment is the store's, cut again at L by the same rule 4 (it composes).
 Determinism. Host p of P reads shards ``files[p::P]``. Its record stream is endless: epoch e
 visits its shards in an order drawn from (seed, p, e) and each shard's records in an order
 drawn from (seed, p, e, shard). Step k uses stream records [3kB, 3(k+1)B): B for mlm, B for
-video, B for vsm; VSM query sampling of stream record n uses (seed, p, n). Resuming at step k
-jumps to its position through the shard record counts (no decoding of earlier records).
+video, B for vsm; or, when the caller says which part step k's task needs (hero/task.py draws
+the task on the host), records [kB, (k+1)B) for that part only, the other parts being zeros.
+VSM query sampling of stream record n uses (seed, p, n). Resuming at step k jumps to its
+position through the shard record counts (no decoding of earlier records).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -264,8 +266,13 @@ class RecordStream:
 
 
 def make_train_batches(store: str, sizes: Sizes, global_batch: int, seed: int,
-                       split: str = 'train', stats: ReaderStats | None = None):
-    """train_batches(start_step, process_index, process_count) of trainer/task.py."""
+                       split: str = 'train', stats: ReaderStats | None = None,
+                       part_of_step: Callable[[int], str] | None = None):
+    """train_batches(start_step, process_index, process_count) of trainer/task.py.
+
+    With `part_of_step` (step -> 'mlm' | 'video' | 'vsm': the part of the task drawn for that
+    step) only that part is read, B records per step, and the other parts are zeros (the
+    same read-only arrays every step); without it every part is read, 3B records per step."""
     meta = hero_store.read_meta(store)
     if sizes.max_clip_len > meta['max_clip_len']:
         raise ValueError(f'data.max_clip_len {sizes.max_clip_len} > the store\'s alignment cut '
@@ -276,11 +283,17 @@ def make_train_batches(store: str, sizes: Sizes, global_batch: int, seed: int,
         local = global_batch // process_count
         stream = RecordStream(host_files(store, process_index, process_count, split), seed,
                               process_index)
-        position = start_step * len(PARTS) * local
+        position = start_step * (1 if part_of_step else len(PARTS)) * local
         records = stream.iterate(position)
+        zeros = {}
+        if part_of_step is not None:
+            for key, (shape, dtype) in batch_shapes(sizes, local).items():
+                zeros[key] = np.zeros(shape, dtype)
+                zeros[key].flags.writeable = False
+        step = start_step
         while True:
-            batch: dict[str, np.ndarray] = {}
-            for part in PARTS:
+            batch: dict[str, np.ndarray] = dict(zeros)
+            for part in (part_of_step(step),) if part_of_step else PARTS:
                 rows = []
                 for _ in range(local):
                     video = prepare(hero_store.parse_example(next(records)), sizes, stats)
@@ -294,6 +307,7 @@ def make_train_batches(store: str, sizes: Sizes, global_batch: int, seed: int,
                     position += 1
                 for key in rows[0]:
                     batch[f'{part}.{key}'] = np.stack([r[key] for r in rows])
+            step += 1
             yield batch
 
     return iterate

@@ -10,6 +10,8 @@ flattened to `part.key` names for `BatchSpec`:
            keys without txt_labels)
   video.*  video batch for MFM and FOM (hero/modeling.py keys)
   vsm.*    video batch with 5 queries per video, query text removed from the context
+  task     (B,) int32, optional: this step's task index (the reader's batches carry the draw
+           made on the host, and only that task's part holds data; without it the loss draws)
 Every part's first axis is split over the data-parallel mesh axes; float16 features (the
 store's precision) are up-cast to float32 on device, as the original does on read.
 
@@ -20,10 +22,12 @@ from the demo corpus and cached (data_pipeline/hero_demo.py, under `data.demo_di
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hero import masking, pretrain, synthetic
 from hero.config import HeroConfig
@@ -33,6 +37,8 @@ from trainer.errors import ConfigError
 from trainer.task import BatchSpec, Task
 
 TASKS = ('mlm', 'mfm-nce', 'mffr', 'fom', 'vsm')
+PART_OF = {'mlm': 'mlm', 'mfm-nce': 'video', 'mffr': 'video', 'fom': 'video', 'vsm': 'vsm'}
+DRAW_BLOCK = 1024     # task draws computed on the host at a time
 
 
 def split_parts(batch):
@@ -128,16 +134,29 @@ class HeroPretraining:
         rng = jax.random.fold_in(jax.random.key(self.config.seed), step)
         return jax.random.choice(rng, len(ratios), p=ratios / ratios.sum())
 
+    def task_draws(self, start: int, count: int) -> np.ndarray:
+        """`sample_task` of steps start .. start + count - 1, computed on the host CPU when
+        JAX has it (never queued behind a running train step on the accelerator)."""
+        try:
+            device = jax.devices('cpu')[0]
+        except RuntimeError:
+            device = None
+        steps = np.arange(start, start + count, dtype=np.int32)
+        with jax.default_device(device) if device is not None else contextlib.nullcontext():
+            return np.asarray(jax.jit(jax.vmap(self.sample_task))(steps))
+
     def mixed_loss(self, params, batch, rng, step):
         """The engine's LossFn: draw this step's task and run only its branch (lax.switch).
 
         Metrics of all tasks are returned plus `task`; those of the tasks not drawn are NaN,
         which the engine's metric writer leaves out, so each task's curve has only its steps.
+        A batch with a `task` entry (the reader's: the same draw made on the host, so that
+        only the drawn task's part holds data) runs that task; otherwise it is drawn here.
         """
-        parts = split_parts(batch)
+        drawn = batch.get('task')
+        parts = split_parts({k: v for k, v in batch.items() if k != 'task'})
         names = tuple(self.config.tasks.names)
-        part_of = {'mlm': 'mlm', 'mfm-nce': 'video', 'mffr': 'video', 'fom': 'video',
-                   'vsm': 'vsm'}
+        part_of = PART_OF
         shapes = {n: jax.eval_shape(self.loss_fn(n), params, parts[part_of[n]], rng, step)[1]
                   for n in names}
         template = {k: jnp.full(s.shape, jnp.nan, s.dtype) for m in shapes.values()
@@ -149,7 +168,7 @@ class HeroPretraining:
                 return loss, dict(template, **metrics)
             return run
 
-        index = self.sample_task(step)
+        index = self.sample_task(step) if drawn is None else jnp.max(drawn)
         loss, metrics = jax.lax.switch(index, [branch(n) for n in names], params)
         return loss, dict(metrics, task=index)
 
@@ -162,9 +181,11 @@ def batch_sizes(config) -> dict[str, int]:
                 query_len=data.max_txt_len + 1, queries_per_video=data.query_per_video)
 
 
-def reader_batches(config, model_config: HeroConfig, global_batch: int):
+def reader_batches(config, hero: HeroPretraining, global_batch: int):
     """(train_batches, batch_spec) from the feature store reader; the demo store if no
-    `data.store` is given."""
+    `data.store` is given. The host draws each step's task (`task_draws`), the reader fills
+    only that task's part (the others are zeros) and the batch carries the draw as `task`."""
+    model_config = hero.model.config
     from data_pipeline import hero_demo, hero_reader, hero_store
     data = config.data
     store = data.store
@@ -182,12 +203,31 @@ def reader_batches(config, model_config: HeroConfig, global_batch: int):
         raise ConfigError('model.vocab_size', f"{model_config.vocab_size} < the store's "
                           f"tokenizer vocabulary {meta['vocab_size']} ({meta.get('tokenizer')})")
     sizes = hero_reader.Sizes.from_config(config)
+    names = tuple(config.tasks.names)
+    draws: dict[int, np.ndarray] = {}
+
+    def task_of(step: int) -> int:
+        block = step // DRAW_BLOCK
+        if block not in draws:
+            draws.clear()
+            draws[block] = hero.task_draws(block * DRAW_BLOCK, DRAW_BLOCK)
+        return int(draws[block][step % DRAW_BLOCK])
+
     try:
-        iterate = hero_reader.make_train_batches(store, sizes, global_batch, int(config.seed))
+        read = hero_reader.make_train_batches(store, sizes, global_batch, int(config.seed),
+                                              part_of_step=lambda k: PART_OF[names[task_of(k)]])
     except ValueError as error:
         raise ConfigError('data.max_clip_len', str(error)) from error
+
+    def iterate(start_step, process_index, process_count):
+        local = global_batch // process_count
+        for step, batch in enumerate(read(start_step, process_index, process_count),
+                                     start_step):
+            yield dict(batch, task=np.full(local, task_of(step), np.int32))
+
     spec = {k: BatchSpec(shape, dtype)
             for k, (shape, dtype) in hero_reader.batch_shapes(sizes, global_batch).items()}
+    spec['task'] = BatchSpec((global_batch,), np.int32)
     return iterate, spec
 
 
@@ -219,6 +259,6 @@ def build_task(config) -> Task:
         spec = {k: BatchSpec((global_batch,) + v.shape[1:], v.dtype) for k, v in example.items()}
         iterate = synthetic_batches
     else:
-        iterate, spec = reader_batches(config, hero.model.config, global_batch)
+        iterate, spec = reader_batches(config, hero, global_batch)
     return Task(name='hero_pretrain', init=init, loss=loss, batch_spec=spec,
                 train_batches=iterate)

@@ -155,6 +155,16 @@ def test_reader_resume_reproduces_and_hosts_disjoint(small_store):
     assert not files[0] & files[1]
     half = next(iterate(0, 1, 2))
     assert half['video.frame_feats'].shape[0] == 2
+    # one part per step (the caller's draw): B records per step, resumable the same way
+    parts = ['vsm', 'mlm', 'video', 'mlm', 'vsm', 'video', 'mlm']
+    one = hero_reader.make_train_batches(out, SIZES, 4, seed=1, part_of_step=parts.__getitem__)
+    run = [b for _, b in zip(range(7), one(0, 0, 1))]
+    for k, batch in enumerate(run):
+        for part in hero_reader.PARTS:
+            assert batch[f'{part}.frame_mask'].any() == (part == parts[k])
+    resumed = next(one(5, 0, 1))
+    for key in resumed:
+        np.testing.assert_array_equal(resumed[key], run[5][key])
 
 
 # ------------------------------------------------------------------------------ LMDB import
@@ -265,6 +275,16 @@ def test_task_reads_the_store_with_the_spec_and_resumes(small_store):
     resumed = next(task.train_batches(3, 0, 1))
     for key in resumed:
         np.testing.assert_array_equal(resumed[key], run[3][key])
+    # the host draw is the loss's draw; only the drawn task's part holds data
+    from hero.task import PART_OF, HeroPretraining
+    hero = HeroPretraining.from_config(config)
+    draws = hero.task_draws(0, 4)
+    assert [int(hero.sample_task(k)) for k in range(4)] == draws.tolist()
+    for k, batch in enumerate(run):
+        assert (batch['task'] == draws[k]).all()
+        part = PART_OF[config.tasks.names[draws[k]]]
+        for name in ('mlm', 'video', 'vsm'):
+            assert batch[f'{name}.frame_mask'].any() == (name == part), (k, name)
     config.model.vfeat_dim = 16
     with pytest.raises(ConfigError, match='vfeat_dim'):
         build_task(config)
