@@ -55,12 +55,13 @@ def make_tokenizer(path: str):
 
 
 def read_features(video_dir: str, vid_name: str) -> np.ndarray:
+    """Features as stored (float16 stays float16 in memory; batches are float32)."""
     with np.load(os.path.join(video_dir, f'{vid_name}.npz')) as f:
-        return np.asarray(f['features'], np.float32)
+        return np.asarray(f['features'])
 
 
 def store_videos(store: str, split: str, names) -> dict[str, dd.Video]:
-    """Videos `names` of a HERO feature store split (features up-cast to float32, the stored
+    """Videos `names` of a HERO feature store split (features in the stored dtype, the stored
     subtitle ids and spec §3.2 alignment)."""
     from data_pipeline import hero_reader, hero_store
     hero_store.read_meta(store)
@@ -71,7 +72,7 @@ def store_videos(store: str, split: str, names) -> dict[str, dd.Video]:
             if ex['vid'] in wanted:
                 ids = hero_store.subtitles(ex)
                 subs = [(ids[k].tolist(), frames) for k, frames in hero_store.sub2frames(ex)]
-                out[ex['vid']] = dd.Video(np.asarray(ex['features'], np.float32), subs)
+                out[ex['vid']] = dd.Video(np.array(ex['features']), subs)
     missing = sorted(wanted - set(out))
     if missing:
         raise KeyError(f'{len(missing)} annotated videos are not in {store} ({split}): '
