@@ -6,15 +6,17 @@
 Each held-out video (demo corpus `val` split) is decoded with the zero-shot preprocessing
 (`data_pipeline.segments.video_to_segments`: one frame per 5 s segment, [3, 60, 65] audio
 features, the words of the segment). A segment is a question when its transcript names the
-colour (or shape) of the scene its frame shows, inside that scene. The question is one
-segment laid out like an audio2text row of pretraining (spec §2.1), with the frame as vision
-input:
+colour (or shape) of the scene its frame shows, inside that scene. The question is that
+one segment laid out like a row of pretraining (spec §2.1), with its frame as vision input:
 
-- mode `audio` (default): the sub-segment holding the first such word becomes a lone MASK,
-  the other two sub-segments are 6 AUDIOSPAN tokens each (their audio); no transcript text,
-  so only frame + sound can tell the answer;
+- mode `row` (the headline): like a text2audio row of pretraining: the sub-segment holding
+  the first naming becomes a lone MASK, the other two keep their words except the answer
+  (so it cannot be copied from the transcript); the frame; no audio input;
 - mode `text`: the segment's transcript with every naming of the answer replaced by one MASK
-  (first occurrence) or dropped (later ones), plus the frame; no audio.
+  (first occurrence) or dropped (later ones), plus the frame; no audio;
+- mode `audio`: like an audio2text row: the sub-segment holding the first naming becomes a
+  lone MASK, the other two sub-segments are 6 AUDIOSPAN tokens each (their audio); no
+  transcript text, so only frame + sound can tell the answer.
 
 The joint output at MASK is scored against the span-encoder label space of the options (all
 colour names, or all shape names) through `PretrainedMerlotReserve.get_label_space`, as the
@@ -42,7 +44,7 @@ from mreserve.modeling import MerlotReserve
 from mreserve.zero_shot import PretrainedMerlotReserve
 
 OPTIONS = {'colour': tuple(demo_corpus.COLOURS), 'shape': tuple(demo_corpus.SHAPES)}
-MODES = ('audio', 'text')
+MODES = ('row', 'text', 'audio')   # the first is the headline
 SEGMENT_SECONDS = 5.0
 
 
@@ -102,13 +104,21 @@ def build_questions(video: dict, attribute: str, tokenizer, length: int, mode: s
                 row = [MASK] if j == k else [AUDIOSPAN] * 6
                 tokens += row
                 subseg += [j] * len(row)
-        else:
+        elif mode == 'text':
             for i, w in enumerate(inside):
                 if w.word == answer and i != naming[0]:
                     continue
                 ids = [MASK] if i == naming[0] else tokenizer.encode(w.word)
                 tokens += ids
                 subseg += [_subsegment((w.start + w.end) / 2, start, num_subsegments)] * len(ids)
+        else:
+            k = _subsegment((first.start + first.end) / 2, start, num_subsegments)
+            for j in range(num_subsegments):
+                row = [w for w in inside if w.word != answer
+                       and _subsegment((w.start + w.end) / 2, start, num_subsegments) == j]
+                ids = [MASK] if j == k else [i for w in row for i in tokenizer.encode(w.word)]
+                tokens += ids
+                subseg += [j] * len(ids)
         tokens, subseg = tokens[:length], subseg[:length]
         if MASK not in tokens:
             continue

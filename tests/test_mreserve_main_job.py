@@ -58,7 +58,9 @@ def test_zero_shot_scoring_on_a_random_tiny_model(small_demo):
     assert {'accuracy', 'chance', 'num_examples', 'tasks'} <= set(result)
     assert result['chance'] == pytest.approx(1 / len(demo_eval.OPTIONS['colour']))
     assert result['num_examples'] > 0 and 0.0 <= result['accuracy'] <= 1.0
-    assert set(result['tasks']) == {'colour/audio', 'colour/text', 'shape/audio', 'shape/text'}
+    assert set(result['tasks']) == {f'{attribute}/{mode}' for attribute in ('colour', 'shape')
+                                    for mode in ('row', 'text', 'audio')}
+    assert result['headline'] == 'colour/row'
     assert result['tasks']['shape/text']['chance'] == pytest.approx(1 / 4)
     json.dumps(result)
 
