@@ -161,7 +161,8 @@ def extract_store(videos: list[str], subtitle_dir: str | None, out_dir: str, enc
     progress = shards.Progress(len(videos), 'hero features', interval=5.0 if quiet else 10.0)
     t0, cpu0, frames_done, encode_s = time.time(), shards.cpu_seconds(), 0, 0.0
     todo = [(item, path) for item, path in enumerate(videos) if writer.wants(item)]
-    progress.update(len(videos) - len(todo))
+    if len(todo) < len(videos):
+        progress.update(len(videos) - len(todo))
     pool = concurrent.futures.ThreadPoolExecutor(1)     # decodes the next video meanwhile
 
     def decode(path):
