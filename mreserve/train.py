@@ -52,14 +52,15 @@ def untrained_params(config, task):
     return nn.unbox(jax.jit(lambda r: task.init(r, None))(init_rng))
 
 
-def zero_shot(config, params, demo, workdir: str, extra: dict) -> dict:
+def zero_shot(config, params, demo, workdir: str, step: int, wall0: float, cpu0: float) -> dict:
     import jax
 
     from mreserve import demo_eval
     from mreserve.model_config import ModelConfig
     result = demo_eval.evaluate(params, ModelConfig.from_config(config), demo.tokenizer,
                                 demo.corpus)
-    result.update(extra)
+    result.update(step=step, trained=step > 0, job_wall_s=round(time.time() - wall0, 1),
+                  job_cpu_s=round(cpu_seconds() - cpu0, 1))
     if jax.process_index() == 0:
         with open(os.path.join(workdir, 'zero_shot.json'), 'w') as f:
             json.dump(result, f, indent=2)
@@ -106,10 +107,8 @@ def main(argv: list[str] | None = None) -> dict:
         params = untrained_params(config, task)
         summary = {'final_step': 0}
     if 'demo' in holder and config.demo.zero_shot:
-        zero_shot(config, params, holder['demo'], workdir, dict(
-            step=int(summary['final_step']), trained=summary['final_step'] > 0,
-            job_wall_s=round(time.time() - wall0, 1),
-            job_cpu_s=round(cpu_seconds() - cpu0, 1)))
+        zero_shot(config, params, holder['demo'], workdir, int(summary['final_step']),
+                  wall0, cpu0)
     return summary
 
 
