@@ -99,8 +99,20 @@ def compile_for_topology(config, topology_name: str, task=None) -> dict:
                      out_shardings=(shardings, replicated), donate_argnums=0)
     import time
     start = time.perf_counter()
-    with jax.set_mesh(mesh):
-        compiled = jitted.lower(abstract, abstract_batch, rng).compile()
+    params_b = per_device_bytes(abstract.params)
+    opt_b = per_device_bytes(abstract.opt_state)
+    base = {'topology': topology_name, 'device_kind': devices[0].device_kind,
+            'devices': len(devices), 'mesh': dict(mesh.shape),
+            'global_batch': int(config.train.global_batch),
+            'params_bytes_per_device': params_b, 'optimizer_bytes_per_device': opt_b}
+    try:
+        with jax.set_mesh(mesh):
+            compiled = jitted.lower(abstract, abstract_batch, rng).compile()
+    except jax.errors.JaxRuntimeError as error:
+        if 'RESOURCE_EXHAUSTED' not in str(error):
+            raise
+        return dict(base, **out_of_memory_report(str(error), params_b, opt_b),
+                    compile_time_s=time.perf_counter() - start)
     compile_s = time.perf_counter() - start
 
     memory = compiled.memory_analysis()
@@ -112,8 +124,6 @@ def compile_for_topology(config, topology_name: str, task=None) -> dict:
     peak = chip.peak_flops / devices_per_chip
     bandwidth = chip.hbm_bandwidth / devices_per_chip
 
-    params_b = per_device_bytes(abstract.params)
-    opt_b = per_device_bytes(abstract.opt_state)
     temp_b = int(memory.temp_size_in_bytes)
     args_b = int(memory.argument_size_in_bytes)
     out_b = int(memory.output_size_in_bytes)
@@ -125,15 +135,8 @@ def compile_for_topology(config, topology_name: str, task=None) -> dict:
     step_s = max(flops / peak, bytes_accessed / bandwidth) if flops else None
     model_flops = (task.flops_per_example * config.train.global_batch / len(devices)
                    if task.flops_per_example else flops)
-    return {
-        'topology': topology_name,
-        'device_kind': devices[0].device_kind,
-        'devices': len(devices),
-        'mesh': dict(mesh.shape),
-        'global_batch': int(config.train.global_batch),
+    return dict(base, **{
         'hbm_bytes_per_device': hbm,
-        'params_bytes_per_device': params_b,
-        'optimizer_bytes_per_device': opt_b,
         'batch_bytes_per_device': per_device_bytes(abstract_batch),
         'temporaries_bytes_per_device': temp_b,
         'total_bytes_per_device': total_b,
@@ -145,11 +148,38 @@ def compile_for_topology(config, topology_name: str, task=None) -> dict:
         'roofline_mfu': (model_flops / step_s / peak) if step_s else None,
         'peak_flops_per_device': peak,
         'compile_time_s': compile_s,
-    }
+    })
+
+
+def out_of_memory_report(message: str, params_b: int, opt_b: int) -> dict:
+    """XLA refuses to compile a step that cannot fit; report which term is too large."""
+    import re
+    found = re.search(r'HLO temporaries \(([\d.]+)G\) exceeds available HBM \(([\d.]+)G\)',
+                      message)
+    temp_b = float(found.group(1)) * GIB if found else None
+    hbm = float(found.group(2)) * GIB if found else None
+    advice = ('activations/temporaries are too large: set model.remat (e.g. full), use '
+              'micro-batches (train.micro_batches) or a larger fsdp/model axis'
+              if temp_b and temp_b > params_b + opt_b else
+              'parameters and optimizer state are too large: shard them over a larger '
+              'fsdp/model axis or use bf16 moments (optim.mu_dtype=bfloat16)')
+    return {'fits': False, 'hbm_bytes_per_device': hbm, 'temporaries_bytes_per_device': temp_b,
+            'total_bytes_per_device': None, 'xla_flops_per_device_step': None,
+            'roofline_step_time_s': None, 'roofline_mfu': None,
+            'error': message.strip().splitlines()[0][:300], 'advice': advice}
 
 
 def table(result: dict) -> str:
-    gib = lambda b: f'{b / GIB:8.2f} GiB'
+    gib = lambda b: f'{b / GIB:8.2f} GiB' if b is not None else '       ? GiB'
+    if not result['fits'] and result.get('error'):
+        return '\n'.join([
+            f"{result['topology']}: does NOT fit (mesh {result['mesh']}, global batch "
+            f"{result['global_batch']})",
+            f"  parameters               {gib(result['params_bytes_per_device'])}",
+            f"  optimizer state          {gib(result['optimizer_bytes_per_device'])}",
+            f"  temporaries              {gib(result['temporaries_bytes_per_device'])}",
+            f"  HBM per device           {gib(result['hbm_bytes_per_device'])}",
+            f"  advice: {result['advice']}"])
     rows = [
         ('parameters', gib(result['params_bytes_per_device'])),
         ('optimizer state', gib(result['optimizer_bytes_per_device'])),
