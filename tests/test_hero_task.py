@@ -86,6 +86,7 @@ def test_mixed_loss_draws_tasks_and_trains():
 def test_build_task_batches_are_host_sliced_and_match_the_spec():
     from hero.task import build_task
     config = get_config('variant=tiny')
+    config.data.synthetic = True   # host slicing of one global batch; the store shards files
     task = build_task(config)
     single = next(task.train_batches(3, 0, 1))
     halves = [next(task.train_batches(3, p, 2)) for p in range(2)]
