@@ -145,7 +145,8 @@ def score(model: PretrainedMerlotReserve, questions: Sequence[dict], options: Se
     logits = []
     for i in range(0, len(questions), batch_size):
         chunk = questions[i:i + batch_size]
-        images, audio, tokens, subseg = (np.stack([q[key] for q in chunk]) for key in (
+        padded = chunk + [chunk[-1]] * (batch_size - len(chunk))   # one compiled shape
+        images, audio, tokens, subseg = (np.stack([q[key] for q in padded]) for key in (
             'images', 'audio_clips', 'tokens', 'subseg_idxs'))
         h = np.asarray(model.batch_embed_video(images, audio, tokens, subseg))
         at_mask = np.stack([h[b][tokens[b] == MASK].mean(0) for b in range(len(chunk))])
