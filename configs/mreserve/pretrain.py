@@ -77,8 +77,9 @@ def get_config(arg=None):
     # tiny = the main job's demo: at init every tower embedding is nearly the same vector
     # (cosine ~0.99999 between inputs), and the cross-modal losses only leave ln N after
     # ~250 steps at 1e-3 (2e-3 never left it in 1500 steps). Zero-shot colour accuracy
-    # (demo_eval 'row', chance 0.125) of a 1500-step run: 0.13 at step 1000, 0.25 at 1500;
-    # hence 2000 steps.
+    # (demo_eval 'row', chance 0.125, 85 questions): 1500-step run 0.13 at step 1000, 0.25
+    # at 1500; 2000-step run 0.18. Not yet reliably 2x chance: the span objective from
+    # frames barely moves in this budget (3.87 -> ~3.6).
     c.optim.warmup_steps = 3750 if full else 100
     c.optim.decay = 'cosine'
     c.optim.final_lr_frac = 0.02
