@@ -169,6 +169,7 @@ def train(config, workdir: str, task: Task, devices=None) -> dict:
     step = start
     last = min(total, config.train.stop_after) if config.train.stop_after > 0 else total
     stopped_by_signal = False
+    completed = False
     try:
         with _StopSignal() as stop, jax.set_mesh(mesh):
             while step < last:
@@ -199,12 +200,25 @@ def train(config, workdir: str, task: Task, devices=None) -> dict:
                     break
             if pending is not None:
                 settle(pending)
+        completed = True
     finally:
-        checkpointer.close()
-        writer.close()
+        _close(checkpointer, writer, quietly=not completed)
     return {'start_step': start, 'final_step': step, 'history': history, 'state': state,
             'compile_s': compile_s, 'num_params': count_params(state.params),
             'preempted': stopped_by_signal}
+
+
+def _close(checkpointer: Checkpointer, writer: MetricWriter, quietly: bool) -> None:
+    """Finish pending checkpoint writes and close the metric files. When the run is already
+    failing, errors here (for example a full disk) are logged, not raised, so they never hide
+    the original error."""
+    for close in (checkpointer.close, writer.close):
+        try:
+            close()
+        except Exception:
+            if not quietly:
+                raise
+            log.exception('while shutting down after an error')
 
 
 def run_eval(task: Task, params, mesh, rules, bshard, writer: MetricWriter, step: int) -> dict:
