@@ -115,10 +115,7 @@ def apply_rotary(x: jax.Array, sinusoids: jax.Array) -> jax.Array:
 def mask_to_bias(mask: jax.Array, dtype: Dtype) -> jax.Array:
     """Boolean [B, L, L] mask -> additive bias [B, 1, L, L] (0 or -1e10), shared by heads.
 
-    The original adds this bias to the logits. The layers pass the boolean mask to
-    `jax.nn.dot_product_attention` instead, which replaces masked logits by a large negative
-    number: the same softmax, since |logit| << 1e10 makes logit - 1e10 round to -1e10 exactly
-    and a fully masked row is uniform either way (and no [B, heads, L, L] bias is built)."""
+    Built inside each attention layer from the boolean mask the encoder passes down."""
     return jnp.where(mask, 0.0, ATTENTION_BIAS).astype(dtype)[:, None]
 
 
@@ -176,7 +173,11 @@ class AttentionLayer(nn.Module):
             qk = apply_rotary(qk, sinusoids)
         q, k = qk[:, :, :nh], qk[:, :, nh:]
         q = constrain(q, 'act_batch', 'act_len', 'act_heads', None)
-        out = jax.nn.dot_product_attention(q, k, v.astype(q.dtype), mask=mask)
+        # The original's additive -1e10 bias. (jax.nn.dot_product_attention with the boolean
+        # mask gives the same softmax but measured ~15% slower per layer on XLA:CPU.)
+        bias = None if mask is None else mask_to_bias(mask[:, 0], self.dtype)
+        weights = nn.dot_product_attention_weights(q, k, bias=bias, dtype=self.dtype)
+        out = jnp.einsum('bhqk,bkhd->bqhd', weights, v)
         return Projection((self.hidden_size,), ('heads', 'kv', 'embed'), n_in=2, use_bias=False,
                           name='attn_proj', **kw)(out)
 
