@@ -21,6 +21,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from benchmarks.common import emit, peak_rss_bytes, time_fn  # noqa: E402
+from trainer.compile import compiler_options  # noqa: E402
 
 
 def _step_parts(config, task, devices):
@@ -38,7 +39,9 @@ def _step_parts(config, task, devices):
     step_fn = make_train_step(task, optimizer, config.train.micro_batches, False, schedule,
                               config.train.accumulate, rules)
     jitted = jax.jit(step_fn, in_shardings=(shardings, bshard, mesh_lib.replicated(mesh)),
-                     out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+                     out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0,
+                     compiler_options=compiler_options(config.train.compiler_options,
+                                                       jax.default_backend()))
     return mesh, rules, optimizer, abstract, bshard, jitted
 
 
@@ -91,7 +94,9 @@ def measure_step(config, task, peak_flops_per_s: float | None = None, iters: int
     step_fn = make_train_step(task, optimizer, config.train.micro_batches, False, schedule,
                               config.train.accumulate, rules)
     jitted = jax.jit(step_fn, in_shardings=(shardings, bshard, mesh_lib.replicated(mesh)),
-                     out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+                     out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0,
+                     compiler_options=compiler_options(config.train.compiler_options,
+                                                       jax.default_backend()))
     rng = jax.random.key(1)
     start = time.perf_counter()
     with jax.set_mesh(mesh):

@@ -21,6 +21,7 @@ from data_pipeline.tokenizer import (  # noqa: F401
     START,
 )
 from data_pipeline.tokenizer import PAD as PADDING  # noqa: F401
+from mreserve.attention import SCHEDULES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,7 @@ class ModelConfig:
     param_dtype: str = 'float32'
     scan_layers: bool = False
     remat: str = 'none'
+    attention: str = 'auto'       # attention schedule: auto, xla or blocked (mreserve/attention.py)
     batch_derived_rng: bool = False
 
     def __post_init__(self):
@@ -63,6 +65,8 @@ class ModelConfig:
                                                              self.remat):
             raise ValueError(f'model.remat={self.remat!r}: use none, full or a '
                              'jax.checkpoint_policies name such as dots_saveable')
+        if self.attention not in SCHEDULES:
+            raise ValueError(f'model.attention={self.attention!r}: use one of {SCHEDULES}')
         if self.hidden_size % self.size_per_head:
             raise ValueError(f'model.hidden_size={self.hidden_size} is not a multiple of '
                              f'size_per_head={self.size_per_head}')

@@ -34,6 +34,7 @@ def _encoder(c: ModelConfig, num_layers: int, add_cls_token: bool, name: str):
     return TransformerEncoder(
         hidden_size=c.hidden_size, size_per_head=c.size_per_head, num_layers=num_layers,
         add_cls_token=add_cls_token, scan_layers=c.scan_layers, remat=c.remat,
+        attention=c.attention,
         dtype=jnp.dtype(c.dtype), param_dtype=jnp.dtype(c.param_dtype), name=name)
 
 

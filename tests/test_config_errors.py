@@ -14,6 +14,8 @@ CASES = {
     'mesh too large': (['--config.mesh.fsdp=16'], 'mesh'),
     'batch not divisible': (['--config.train.global_batch=12'], 'train.global_batch'),
     'micro-batches': (['--config.train.micro_batches=3'], 'train.micro_batches'),
+    'compiler options': (['--config.train.compiler_options=xla_cpu_use_fusion_emitters'],
+                         'train.compiler_options'),
 }
 
 

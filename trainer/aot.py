@@ -73,6 +73,7 @@ def compile_for_topology(config, topology_name: str, task=None) -> dict:
     from jax.experimental import topologies
 
     from trainer import mesh as mesh_lib
+    from trainer.compile import compiler_options
     from trainer.config import validate_engine_config
     from trainer.loop import batch_shardings, build_task_from_config
     from trainer.optim import make_optimizer
@@ -96,7 +97,9 @@ def compile_for_topology(config, topology_name: str, task=None) -> dict:
                            config.train.nonfinite == 'skip', schedule, config.train.accumulate,
                            rules)
     jitted = jax.jit(step, in_shardings=(shardings, bshard, replicated),
-                     out_shardings=(shardings, replicated), donate_argnums=0)
+                     out_shardings=(shardings, replicated), donate_argnums=0,
+                     compiler_options=compiler_options(config.train.compiler_options,
+                                                       devices[0].platform))
     import time
     start = time.perf_counter()
     params_b = per_device_bytes(abstract.params)

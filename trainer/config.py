@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 
 from trainer import mesh as mesh_lib
+from trainer.compile import compiler_options
 from trainer.errors import ConfigError
 
 _CHOICES = {
@@ -49,6 +50,10 @@ def validate_static(config) -> None:
                           f'{config.optim.warmup_steps} is outside 0..train.steps')
     if config.train.stop_after < 0:
         raise ConfigError('train.stop_after', f'must be >= 0, got {config.train.stop_after}')
+    try:
+        compiler_options(config.train.get('compiler_options', ''), jax.default_backend())
+    except ValueError as error:
+        raise ConfigError('train.compiler_options', str(error)) from None
     mesh_lib.mesh_shape(config.mesh, jax.device_count())
 
 

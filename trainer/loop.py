@@ -19,6 +19,7 @@ from jax.experimental import multihost_utils
 from trainer import mesh as mesh_lib
 from trainer import params_io
 from trainer.checkpoint import Checkpointer
+from trainer.compile import compiler_options
 from trainer.config import validate_engine_config
 from trainer.errors import ConfigError, NonFiniteError
 from trainer.metrics import MetricWriter, Progress
@@ -138,7 +139,9 @@ def train(config, workdir: str, task: Task, devices=None) -> dict:
                               config.train.nonfinite == 'skip', schedule,
                               config.train.accumulate, rules)
     jitted = jax.jit(step_fn, in_shardings=(shardings, bshard, mesh_lib.replicated(mesh)),
-                     out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+                     out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0,
+                     compiler_options=compiler_options(config.train.compiler_options,
+                                                       jax.default_backend()))
     abstract_batch = {k: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=bshard[k])
                       for k, s in task.batch_spec.items()}
     t0 = time.perf_counter()

@@ -59,6 +59,7 @@ def get_config(arg=None):
         batch_derived_rng=args.batch_derived_rng))
 
     c.data = ml_collections.ConfigDict(dict(
+        attention='auto',   # auto (blocked on CPU, xla elsewhere), xla or blocked
         _DATA[args.variant], num_segment_groups=2, num_audio_subsegments=3, mask_rate=0.25,
         num_audio2text_seqs=1, num_text2audio_seqs=1, num_text_seqs=1,
         num_text_seqs_in_record=1, use_audio_token_prob=0.5,
