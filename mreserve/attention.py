@@ -60,6 +60,8 @@ def _blocked(q, k, v, mask):
     rows = batch * heads
     per_row = length * k.shape[1] * jnp.dtype(q.dtype).itemsize
     block = _largest_divisor_at_most(rows, max(1, BLOCK_BYTES // per_row))
+    if block == rows:       # everything fits in one block: no loop, no recomputation
+        return _all_at_once(q, k, v, mask)
 
     def to_blocks(x):   # [B, L, h, d] -> [rows / block, block, L, d], rows ordered (b, h)
         x = jnp.swapaxes(x, 1, 2).reshape((rows, x.shape[1], depth))

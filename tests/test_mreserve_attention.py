@@ -43,7 +43,8 @@ def test_blocked_equals_all_at_once(monkeypatch):
         assert_close(value_and_grads('blocked', *args), reference)
 
 
-def test_blocked_under_a_mesh_equals_one_device():
+def test_blocked_under_a_mesh_equals_one_device(monkeypatch):
+    monkeypatch.setattr(attention_lib, 'BLOCK_BYTES', 24 * 24 * 4)   # loop on each device
     q, k, v, g, mask = inputs(batch=4, heads=4)
     reference = value_and_grads('xla', q, k, v, g, mask)
     mesh = mesh_lib.build_mesh(_mesh_config(data=2, fsdp=2, model=2), jax.devices()[:8])
@@ -56,6 +57,7 @@ def test_blocked_under_a_mesh_equals_one_device():
         text = jax.jit(lambda *a: attention_lib.attention(*a, 'auto')).lower(
             *placed[:3], mask).as_text()
     assert 'shard_map' in text or 'manual' in text     # per-device loop, not a gathered one
+    assert 'while' in text
     assert_close(result, reference)
 
 
