@@ -77,26 +77,13 @@ def measure_step(config, task, peak_flops_per_s: float | None = None, iters: int
     `peak_fn() -> FLOP/s`, when given, re-measures the matmul peak around every timed step
     (see above); otherwise `mfu` is against `peak_flops_per_s`.
     """
-    from trainer import mesh as mesh_lib
-    from trainer.loop import batch_shardings
-    from trainer.optim import make_optimizer
     from trainer.state import create_state
-    from trainer.step import make_train_step
 
-    rules = mesh_lib.rules_from_config(config.mesh.rules)
-    mesh = mesh_lib.build_mesh(config.mesh, devices)
-    optimizer, schedule = make_optimizer(config.optim, config.train.steps)
-    state, abstract, shardings = create_state(task, optimizer, mesh, rules, jax.random.key(0))
-    bshard = batch_shardings(task, mesh, rules)
+    mesh, rules, optimizer, abstract, bshard, jitted = _step_parts(config, task, devices)
+    state, _, _ = create_state(task, optimizer, mesh, rules, jax.random.key(0))
     host = next(task.train_batches(0, 0, 1))
     batch = {k: jax.device_put(np.asarray(host[k], spec.dtype), bshard[k])
              for k, spec in task.batch_spec.items()}
-    step_fn = make_train_step(task, optimizer, config.train.micro_batches, False, schedule,
-                              config.train.accumulate, rules)
-    jitted = jax.jit(step_fn, in_shardings=(shardings, bshard, mesh_lib.replicated(mesh)),
-                     out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0,
-                     compiler_options=compiler_options(config.train.compiler_options,
-                                                       jax.default_backend()))
     rng = jax.random.key(1)
     start = time.perf_counter()
     with jax.set_mesh(mesh):
