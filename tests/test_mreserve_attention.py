@@ -45,6 +45,7 @@ def test_blocked_equals_all_at_once(monkeypatch):
 
 def test_blocked_under_a_mesh_equals_one_device(monkeypatch):
     monkeypatch.setattr(attention_lib, 'BLOCK_BYTES', 24 * 24 * 4)   # loop on each device
+    monkeypatch.setattr(attention_lib, 'MIN_BLOCK_ROWS', 1)
     q, k, v, g, mask = inputs(batch=4, heads=4)
     reference = value_and_grads('xla', q, k, v, g, mask)
     mesh = mesh_lib.build_mesh(_mesh_config(data=2, fsdp=2, model=2), jax.devices()[:8])
