@@ -130,7 +130,10 @@ def train(config, workdir: str, task: Task, devices=None) -> dict:
         start = 0
         if config.init_from:
             params = params_io.load_params(config.init_from, abstract.params)
-            state = state.replace(params=params)
+            # the optimizer state starts from the loaded params (decay toward init keeps them)
+            with jax.set_mesh(mesh):
+                opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
+            state = state.replace(params=params, opt_state=opt_state)
             log.info('initialised parameters from %s', config.init_from)
     log.info('parameters:\n%s', parameter_overview(state.params))
 

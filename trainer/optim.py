@@ -64,9 +64,33 @@ def scale_by_adam_no_bias_correction(b1: float, b2: float, eps: float,
     return optax.GradientTransformation(init, update)
 
 
-def decay_mask(params):
-    """Decay matrices (and embeddings) only: biases, LayerNorm scales and scalars are left alone."""
-    return jax.tree.map(lambda p: p.ndim > 1, params)
+def decay_mask(params, min_size: int = 0):
+    """Decay matrices (and embeddings) only: biases, LayerNorm scales and scalars are left alone;
+    with `min_size`, only those with more than that many entries."""
+    return jax.tree.map(lambda p: p.ndim > 1 and p.size > min_size, params)
+
+
+class DecayToInitState(NamedTuple):
+    anchor: optax.Params
+
+
+def add_decay_toward_init(weight_decay: float, min_size: int = 0,
+                          anchor_dtype=jnp.bfloat16) -> optax.GradientTransformation:
+    """Adds `weight_decay * (p - p0)`, p0 = the parameters the optimizer was initialised with
+    (kept in `anchor_dtype`): MERLOT Reserve finetuning decays toward the pretrained weights,
+    not toward zero. Masked like `decay_mask`; the engine initialises the optimizer after
+    loading `init_from`, so p0 is the pretrained tree."""
+    def init(params):
+        return DecayToInitState(jax.tree.map(lambda p: p.astype(anchor_dtype), params))
+
+    def update(updates, state, params):
+        mask = decay_mask(params, min_size)
+        updates = jax.tree.map(
+            lambda g, p, a, m: g + weight_decay * (p - a.astype(p.dtype)) if m else g,
+            updates, params, state.anchor, mask)
+        return updates, state
+
+    return optax.GradientTransformation(init, update)
 
 
 def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransformation,
@@ -84,7 +108,10 @@ def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransform
     else:
         parts.append(scale_by_adam_no_bias_correction(optim_cfg.b1, optim_cfg.b2,
                                                       optim_cfg.eps, mu_dtype=mu_dtype))
-    if optim_cfg.weight_decay > 0:
+    if optim_cfg.weight_decay > 0 and optim_cfg.get('decay_to_init', False):
+        parts.append(add_decay_toward_init(float(optim_cfg.weight_decay),
+                                           int(optim_cfg.get('decay_min_size', 0))))
+    elif optim_cfg.weight_decay > 0:
         parts.append(optax.add_decayed_weights(float(optim_cfg.weight_decay), mask=decay_mask))
     parts.append(optax.scale_by_learning_rate(schedule))
     return optax.chain(*parts), schedule
