@@ -195,6 +195,10 @@ def build_task(config, kind: str) -> Task:
     train = finetune_sources.load_split(config, kind, 'train')
     if not len(train):
         raise ValueError('the training split has no examples')
+    classes = train.meta.get('num_classes')
+    if kind == 'classification' and classes and classes != int(config.data.num_classes):
+        raise ValueError(f'data.num_classes is {config.data.num_classes}, the data has '
+                         f'{classes} classes')
 
     def iterate(start_step, process_index, process_count):
         local = global_batch // process_count
