@@ -47,8 +47,9 @@ def patches_from_jpeg(data: bytes, grid, seed: int | None = None) -> np.ndarray:
 @dataclasses.dataclass(frozen=True)
 class Synthetic:
     """Learnable synthetic corpus. Class c: frames of colour `colours[c]` (+ noise), audio with
-    a loud mel band c, subtitle / answer word `words[c]`. Words and colours depend on the seed
-    only, examples on (seed, split, index)."""
+    a loud mel band c, subtitle / answer word `words[c]`; a VCR rationale for class k repeats
+    the answer word of k (the QA->R query ends with the right answer). Words and colours
+    depend on the seed only, examples on (seed, split, index)."""
     seed: int
     classes: int
     grid: tuple[int, int]
@@ -117,7 +118,7 @@ class Synthetic:
         return dict(patches=self.frames(rng, c, 1), qa_query=question,
                     qa_choices=[[int(cls_words[k])] for k in qa],
                     qar_query=question + [int(cls_words[c])],
-                    qar_choices=[[int(why_words[k]), int(rng.choice(filler))] for k in qar],
+                    qar_choices=[[int(why_words[k]), int(cls_words[k])] for k in qar],
                     qa_label=qa_label, qar_label=qar_label)
 
     def classification(self, split: str, i: int) -> dict:
