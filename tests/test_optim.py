@@ -8,7 +8,7 @@ import pytest
 
 from configs import common
 from trainer.errors import ConfigError
-from trainer.optim import make_optimizer, make_schedule
+from trainer.optim import clip_by_global_norm, make_optimizer, make_schedule
 
 
 def _optim(**kw):
@@ -67,6 +67,20 @@ def test_bf16_first_moment_and_clipping():
     u_big, _ = tx.update(big, state, params)
     u_small, _ = tx.update(small, state, params)
     np.testing.assert_allclose(u_big['w'], u_small['w'], rtol=1e-5)
+
+
+def test_clip_matches_optax_and_keeps_its_state():
+    rng = np.random.default_rng(0)
+    grads = {'a': jnp.asarray(rng.normal(size=(4, 5)), jnp.float32),
+             'b': jnp.asarray(rng.normal(size=(7,)), jnp.float32)}
+    norm = float(optax.global_norm(grads))
+    for max_norm in (norm / 3, norm * 2):        # clipped, untouched
+        ours, theirs = clip_by_global_norm(max_norm), optax.clip_by_global_norm(max_norm)
+        assert jax.tree.structure(ours.init(grads)) == jax.tree.structure(theirs.init(grads))
+        expected = theirs.update(grads, theirs.init(grads))[0]
+        actual = ours.update(grads, ours.init(grads))[0]
+        jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-6), actual, expected)
+    assert float(optax.global_norm(actual)) == pytest.approx(norm, rel=1e-6)
 
 
 def test_bad_decay_name():

@@ -36,6 +36,22 @@ def make_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
     return schedule if offset == 0 else (lambda step: schedule(step + offset))
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """optax.clip_by_global_norm as one scalar factor: g * min(1, max_norm / norm).
+
+    The same result up to rounding (optax computes g / norm * max_norm above the threshold)
+    and the same (empty) state. optax's per-element select made the whole AdamW update of a
+    78M-parameter tree ~1.8x slower on XLA:CPU (0.94 s vs 0.51 s, interleaved A/B under load):
+    the update is the largest memory-bound part of a small-batch HERO step.
+    """
+    def update(updates, state, params=None):
+        del params
+        scale = jnp.minimum(1.0, max_norm / optax.global_norm(updates))
+        return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 class ScaleByAdamNoBiasState(NamedTuple):
     mu: optax.Updates
     nu: optax.Updates
@@ -101,7 +117,7 @@ def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransform
     schedule = make_schedule(optim_cfg, total_steps)
     parts = []
     if optim_cfg.clip_norm > 0:
-        parts.append(optax.clip_by_global_norm(float(optim_cfg.clip_norm)))
+        parts.append(clip_by_global_norm(float(optim_cfg.clip_norm)))
     if optim_cfg.bias_correction:
         parts.append(optax.scale_by_adam(optim_cfg.b1, optim_cfg.b2, optim_cfg.eps,
                                          mu_dtype=mu_dtype))
