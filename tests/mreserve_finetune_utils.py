@@ -21,14 +21,22 @@ def tiny_config(name: str, arg: str = 'variant=tiny'):
     return config
 
 
-def fast_finetune(config, steps: int, lr: float = 1e-3, seed: int = 0, params=None):
-    """AdamW on the task loss over the task's training batches -> (params, metrics per step)."""
+def fast_finetune(config, steps: int, lr: float = 1e-3, seed: int = 0, params=None,
+                  warmup: int = 0):
+    """AdamW on the task loss over the task's training batches -> (params, metrics per step).
+    With `warmup` the LR rises linearly over that many steps and gradients are clipped at
+    global norm 1."""
     task = finetune_tasks.build_task(config, finetune_tasks.kind_of(config))
     if params is None:
         batch = init_batch(task)
         params = nn.meta.unbox(jax.jit(lambda r: task.init(r, batch),
                                        compiler_options=FAST_COMPILE)(jax.random.key(seed)))
-    optimizer = optax.adamw(lr, b2=0.98, weight_decay=0.01)
+    if warmup:
+        schedule = optax.linear_schedule(0.0, lr, warmup)
+        optimizer = optax.chain(optax.clip_by_global_norm(1.0),
+                                optax.adamw(schedule, b2=0.98, weight_decay=0.01))
+    else:
+        optimizer = optax.adamw(lr, b2=0.98, weight_decay=0.01)
 
     def step(p, s, batch, i):
         (loss, metrics), g = jax.value_and_grad(

@@ -159,11 +159,14 @@ def test_malformed_question_lines_are_reported(tmp_path):
 @pytest.mark.slow
 def test_tvqa_finetune_beats_chance():
     config = tiny_config('tvqa')
-    config.data.synthetic_examples = 256
-    params, history = fast_finetune(config, steps=120)
+    config.data.synthetic_examples = 512
+    config.train.global_batch = 8
+    params, _ = fast_finetune(config, steps=150, lr=1e-3, warmup=20)
     config.data.synthetic_examples = 64
     out = evaluate.evaluate(config, params, 'val', FAST_COMPILE)
     print('TVQA synthetic accuracy', {k: v for k, v in out.items() if k != 'predictions'},
           'chance 20.0')
-    # measured 46.9 after 120 steps; 35 is 3 standard deviations above chance on 64 questions
+    # measured 43.8 (audio pass 48.4, text pass 56.3; the train loss only leaves ln 5 after
+    # ~100 steps); constant lr 1e-3 at batch 4 stayed at chance on the tests' 8 fake devices.
+    # 35 is 3 standard deviations above chance on 64 questions
     assert out['accuracy'] >= 35.0
