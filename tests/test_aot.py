@@ -29,7 +29,19 @@ def test_aot_tiny_lm_on_v5e_2x2():
     # 74,816 f32 parameters split over fsdp=2 (norms and biases partly replicated).
     assert 74_816 * 4 / 2 <= result['params_bytes_per_device'] < 74_816 * 4
     assert result['fits'] is True
+    # the roofline never claims more than the peak (scanned layers: the analytic FLOPs)
+    assert result['roofline_flops_source'] in ('xla', 'analytic')
+    assert 0 < result['roofline_mfu'] <= 1
     assert 'HBM per device' in proc.stdout
+
+
+def test_aot_v4_compiles_for_megacore_devices():
+    # a v4 TPU VM shows one device per chip (both TensorCores, the chip's 32 GiB)
+    proc = run_module('trainer.aot', ['--config', 'configs/examples/lm.py', '--topology',
+                                      'v4:2x2x1'], env={'TPU_SKIP_MDS_QUERY': '1'})
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result['devices'] == 4 and result['device_kind'] == 'TPU v4'
+    assert result['hbm_bytes_per_device'] == 32 * 1024**3
 
 
 def test_aot_config_error_exits_2():
