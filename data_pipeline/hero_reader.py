@@ -37,17 +37,23 @@ video, B for vsm; or, when the caller says which part step k's task needs (hero/
 the task on the host), records [kB, (k+1)B) for that part only, the other parts being zeros.
 VSM query sampling of stream record n uses (seed, p, n). Resuming at step k jumps to its
 position through the shard record counts (no decoding of earlier records).
+
+Corrupt records. Shards are read with their checksums verified (data_pipeline/tfrecord_io.py):
+a record that fails them or that a truncated shard cuts short stops the reader with an error
+naming the file, the record and its byte offset; with ``skip_corrupt`` (``data.skip_corrupt``)
+it is skipped (with the rest of the shard when that cannot be framed) and counted. The stream
+then holds the readable records only; a resumed run counts them in the shards it jumps over
+(reading those shards once) so that it still sees exactly the records it would have seen.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-import struct
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from data_pipeline import hero_store, shards
+from data_pipeline import hero_store, shards, tfrecord_io
 
 CLS_ID, PAD_ID, SEP_ID = 0, 1, 2
 PARTS = ('mlm', 'video', 'vsm')
@@ -206,18 +212,23 @@ def vsm_example(video: Video, sizes: Sizes, stats: ReaderStats,
 
 # ------------------------------------------------------------------------------ the stream
 
-def read_tfrecords(path: str) -> list[bytes]:
-    """All records of a TFRecord file (length-prefixed framing; CRCs are not checked)."""
-    records = []
-    with open(path, 'rb') as f:
-        data = f.read()
-    pos = 0
-    while pos < len(data):
-        (length,) = struct.unpack_from('<Q', data, pos)
-        pos += 12
-        records.append(data[pos:pos + length])
-        pos += length + 4
-    return records
+def read_tfrecords(path: str, skip_corrupt: bool = False,
+                   counter: tfrecord_io.CorruptionCounter | None = None) -> list[bytes]:
+    """All records of a TFRecord file, checksums verified: a corrupt or cut-short record raises
+    tfrecord_io.CorruptRecordError naming the file and byte offset, or is skipped and counted
+    with `skip_corrupt`."""
+    return list(tfrecord_io.read_records(path, skip_corrupt, counter))
+
+
+def check_store(store: str, split: str = 'train') -> None:
+    """Start-up check: FileNotFoundError or ValueError naming the store when it is missing, is
+    not a feature store, or its split holds no records."""
+    hero_store.read_meta(store)
+    infos = shards.complete_splits(store).get(split)
+    if not infos:
+        raise FileNotFoundError(f'{store}: no complete {split!r} split')
+    if not sum(i['num_records'] for i in infos):
+        raise ValueError(f'{store}: the {split!r} split holds no records ({len(infos)} shards)')
 
 
 def host_files(store: str, process_index: int, process_count: int,
@@ -236,22 +247,46 @@ def host_files(store: str, process_index: int, process_count: int,
 class RecordStream:
     """The host's endless, seeded record stream (module docstring), startable anywhere."""
 
-    def __init__(self, files: list[tuple[str, int]], seed: int, process_index: int):
+    def __init__(self, files: list[tuple[str, int]], seed: int, process_index: int,
+                 skip_corrupt: bool = False,
+                 counter: tfrecord_io.CorruptionCounter | None = None):
         self.files, self.seed, self.process_index = files, seed, process_index
-        self.epoch_size = sum(n for _, n in files)
+        self.skip_corrupt, self.counter = skip_corrupt, counter
         self._cache: tuple[str, list[bytes]] | None = None
+        self._readable: dict[str, int] = {}
 
     def _records(self, path: str) -> list[bytes]:
         if self._cache is None or self._cache[0] != path:
-            self._cache = (path, read_tfrecords(path))
+            self._cache = (path, read_tfrecords(path, self.skip_corrupt, self.counter))
+            self._readable[path] = len(self._cache[1])
         return self._cache[1]
 
+    def _count(self, path: str, indexed: int) -> int:
+        """Records of a shard: the index's count, or when corrupt records are skipped the
+        readable ones (the shard is read once to count them)."""
+        if not self.skip_corrupt:
+            return indexed
+        if path not in self._readable:
+            self._records(path)
+        return self._readable[path]
+
+    def _epoch_size(self) -> int:
+        size = sum(self._count(p, n) for p, n in self.files)
+        if not size:
+            raise ValueError(f'no readable records in {[p for p, _ in self.files]}')
+        return size
+
     def iterate(self, start: int) -> Iterator[bytes]:
-        epoch, offset = divmod(start, self.epoch_size)
+        epoch, offset = 0, start
+        if start:
+            epoch, offset = divmod(start, self._epoch_size())
         while True:
+            if self._readable and not any(self._readable.values()):
+                self._epoch_size()           # every record was skipped: raise, never spin
             rng = np.random.default_rng([self.seed, self.process_index, epoch])
             for file_index in rng.permutation(len(self.files)):
                 path, count = self.files[file_index]
+                count = self._count(path, count) if offset else count
                 if offset >= count:
                     offset -= count
                     continue
@@ -267,12 +302,16 @@ class RecordStream:
 
 def make_train_batches(store: str, sizes: Sizes, global_batch: int, seed: int,
                        split: str = 'train', stats: ReaderStats | None = None,
-                       part_of_step: Callable[[int], str] | None = None):
+                       part_of_step: Callable[[int], str] | None = None,
+                       skip_corrupt: bool = False,
+                       counter: tfrecord_io.CorruptionCounter | None = None):
     """train_batches(start_step, process_index, process_count) of trainer/task.py.
 
     With `part_of_step` (step -> 'mlm' | 'video' | 'vsm': the part of the task drawn for that
     step) only that part is read, B records per step, and the other parts are zeros (the
-    same read-only arrays every step); without it every part is read, 3B records per step."""
+    same read-only arrays every step); without it every part is read, 3B records per step.
+    `skip_corrupt` skips corrupt records, counting them in `counter` (module docstring)."""
+    check_store(store, split)
     meta = hero_store.read_meta(store)
     if sizes.max_clip_len > meta['max_clip_len']:
         raise ValueError(f'data.max_clip_len {sizes.max_clip_len} > the store\'s alignment cut '
@@ -282,7 +321,7 @@ def make_train_batches(store: str, sizes: Sizes, global_batch: int, seed: int,
     def iterate(start_step: int, process_index: int, process_count: int):
         local = global_batch // process_count
         stream = RecordStream(host_files(store, process_index, process_count, split), seed,
-                              process_index)
+                              process_index, skip_corrupt, counter)
         position = start_step * (1 if part_of_step else len(PARTS)) * local
         records = stream.iterate(position)
         zeros = {}

@@ -34,6 +34,12 @@ host-epoch E is known (TFDS metadata; or counted once from the files, a pass ove
 records without parsing) it starts directly at epoch ⌊k·B / E⌋ and skips only the rest:
 resuming costs at most one counting pass plus one epoch of reads, never the decode.
 
+Corrupt records. A record that fails its checksums or is cut short stops the reader with an
+error naming the file, the record and its byte offset; with ``data.skip_corrupt`` it is skipped
+(with the rest of its file when that cannot be framed) and counted (the engine writes the count
+as ``data/corrupt_records_skipped``). Skipping is deterministic: the stream stays a function of
+the seed and the step, and resuming reproduces it.
+
 Implementation notes. Frames and spectrograms are decoded with TF ops inside the tf.data
 map; the token sequences are built per example by numpy code (`tf.numpy_function`, about
 1 ms of the ~35 CPU-ms an example costs at base shapes). The antialiased resize is
@@ -48,13 +54,14 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from data_pipeline import mreserve_masking as masking
+from data_pipeline import tfrecord_io
 
 NUM_CHUNKS = 16               # chunks per record written by the writer (spec §3.2)
 PATCH = 16
@@ -386,10 +393,20 @@ def _is_tfds_dir(path: str) -> bool:
 
 
 class RecordSource:
-    """The host's share of the records: a list of (filename, skip, take) shards."""
+    """The host's share of the records: a list of (filename, skip, take) shards.
 
-    def __init__(self, path: str, process_index: int, process_count: int, split: str = 'train'):
+    A missing path, or one whose files hold nothing, is an error naming it. With
+    `skip_corrupt` each file is read by data_pipeline/tfrecord_io.py, which skips (and counts
+    in `counter`) records that fail their checksums or are cut short; otherwise by
+    `tf.data.TFRecordDataset`, whose data-loss errors `name_corrupt_file` turns into one naming
+    the file and the record's byte offset. (TFDS sub-splits are record ranges of files: with
+    skipped records they shift by the records lost.)"""
+
+    def __init__(self, path: str, process_index: int, process_count: int, split: str = 'train',
+                 skip_corrupt: bool = False,
+                 counter: tfrecord_io.CorruptionCounter | None = None):
         self.num_records = None
+        self.skip_corrupt, self.counter = skip_corrupt, counter
         if _is_tfds_dir(path):
             import tensorflow_datasets as tfds
             builder = tfds.builder_from_directory(path)
@@ -401,6 +418,10 @@ class RecordSource:
             self.shards = [(f if os.path.isabs(f) else os.path.join(path, f), s, t)
                            for f, s, t in self.shards]
             self.num_records = int(info.num_examples)
+            if not self.num_records:
+                raise ValueError(f'{path!r}: split {sub!r} holds no records')
+            if skip_corrupt:
+                self.num_records = None      # the metadata cannot know what will be skipped
         else:
             files = sorted(glob.glob(path)) if not os.path.isdir(path) else sorted(
                 glob.glob(os.path.join(path, '*.tfrecord*')))
@@ -409,14 +430,38 @@ class RecordSource:
             files = files[process_index::process_count]
             if not files:
                 raise ValueError(f'{path!r}: {process_count} hosts but fewer files')
+            if not any(os.path.getsize(f) for f in files):
+                raise ValueError(f'{path!r}: the TFRecord files of host {process_index} hold no '
+                                 f'records ({len(files)} empty files, e.g. {files[0]})')
             self.shards = [(f, 0, -1) for f in files]
 
     def count(self) -> int:
         """Records of this host (TFDS: from metadata; else one read pass, no parsing)."""
         if self.num_records is None:
             ds = self.dataset(None, ordered=True)
-            self.num_records = int(ds.reduce(np.int64(0), lambda n, _: n + 1))
+            try:
+                self.num_records = int(ds.reduce(np.int64(0), lambda n, _: n + 1))
+            except tf.errors.DataLossError as error:
+                self.name_corrupt_file(error)
+                raise
         return self.num_records
+
+    def name_corrupt_file(self, error: Exception) -> None:
+        """TF's data-loss error names a byte offset but not the file: raise the
+        CorruptRecordError of the first corrupt record in this host's files (if one is found,
+        else return and let the caller re-raise)."""
+        found = tfrecord_io.find_corruption(f for f, _, _ in self.shards)
+        if found is not None:
+            raise found from error
+
+    def _read(self, name, skip, take) -> tf.data.Dataset:
+        """Records [skip, skip + take) of one file."""
+        if not self.skip_corrupt:
+            return tf.data.TFRecordDataset(name).skip(skip).take(take)
+        records = tf.data.Dataset.from_generator(
+            lambda path: tfrecord_io.read_records(path.decode(), True, self.counter),
+            args=(name,), output_signature=tf.TensorSpec((), tf.string))
+        return records.skip(skip).take(take)
 
     def dataset(self, seed, cycle_length: int = 16, ordered: bool = False) -> tf.data.Dataset:
         """Serialized records of one epoch; `seed` ([2] int64 tensor) shuffles the shard
@@ -428,10 +473,9 @@ class RecordSource:
             order = tf.random.experimental.stateless_shuffle(order, seed)
         shards = tf.data.Dataset.from_tensor_slices(
             (tf.gather(names, order), tf.gather(skips, order), tf.gather(takes, order)))
-        read = lambda f, s, t: tf.data.TFRecordDataset(f).skip(s).take(t)
         if ordered:
-            return shards.flat_map(read)
-        return shards.interleave(read, cycle_length=min(cycle_length, len(self.shards)),
+            return shards.flat_map(self._read)
+        return shards.interleave(self._read, cycle_length=min(cycle_length, len(self.shards)),
                                  block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
                                  deterministic=True)
 
@@ -457,14 +501,17 @@ def host_batch_size(config, process_count: int) -> int:
 
 def make_dataset(config, process_index: int = 0, process_count: int = 1, *, start_step: int = 0,
                  train: bool = True, token_is_valid: np.ndarray | None = None,
-                 path: str | None = None, batch_size: int | None = None) -> tf.data.Dataset:
+                 path: str | None = None, batch_size: int | None = None,
+                 counter: tfrecord_io.CorruptionCounter | None = None) -> tf.data.Dataset:
     """Host-local batches (dicts of tensors) starting at `start_step`.
 
     Data keys used (all optional but the path): data.train_path / data.eval_path (glob,
     directory of *.tfrecord* files, or TFDS directory), data.token_is_valid / data.tokenizer
     (see resolve_token_is_valid), data.shuffle_buffer (4096 as the original),
     data.cycle_length (16), data.tfds_split ('train') / data.tfds_eval_split ('val', the
-    writer's name), data.num_threads (cores), data.eval_steps (see eval_steps).
+    writer's name), data.num_threads (cores), data.eval_steps (see eval_steps),
+    data.skip_corrupt (False: a corrupt record stops the run naming the file and offset; True:
+    skipped and counted in `counter`, see RecordSource).
     Train: endless, shuffled, augmented. Eval: one ordered pass, no augmentation, fixed
     randomness for the sequences (independent of `seed`), the same number of batches on
     every host."""
@@ -476,7 +523,8 @@ def make_dataset(config, process_index: int = 0, process_count: int = 1, *, star
     token_is_valid = resolve_token_is_valid(config, token_is_valid)
     split = (_data(config, 'tfds_split', 'train') if train
              else _data(config, 'tfds_eval_split', 'val'))
-    source = RecordSource(path, process_index, process_count, split)
+    source = RecordSource(path, process_index, process_count, split,
+                          bool(_data(config, 'skip_corrupt', False)), counter)
     seed = int(config['seed']) if (train and 'seed' in config) else 0
     builder = ExampleBuilder(config, token_is_valid, train)
     cycle = int(_data(config, 'cycle_length', 16))
@@ -529,35 +577,67 @@ def eval_steps(config, path: str, split: str, batch_size: int, process_count: in
     return min(counts) // batch_size
 
 
-def _as_numpy(ds) -> Iterator[dict[str, np.ndarray]]:
-    yield from ds.as_numpy_iterator()
+def host_source(config, train: bool, process_index: int = 0,
+                process_count: int = 1) -> RecordSource:
+    """The host's RecordSource of data.train_path (train) or data.eval_path; raises naming the
+    path when it matches no TFRecord files or only empty ones (`check_path`)."""
+    key = 'train_path' if train else 'eval_path'
+    path = _data(config, key, '')
+    if not path:
+        raise ValueError(f'set data.{key}')
+    split = (_data(config, 'tfds_split', 'train') if train
+             else _data(config, 'tfds_eval_split', 'val'))
+    return RecordSource(path, process_index, process_count, split)
+
+
+def check_path(config, train: bool = True) -> None:
+    """Start-up check of data.train_path / data.eval_path: FileNotFoundError or ValueError
+    naming the path when there is nothing to read (a run would otherwise wait forever for
+    its first batch)."""
+    host_source(config, train)
+
+
+def _as_numpy(ds, source: Callable[[], RecordSource]) -> Iterator[dict[str, np.ndarray]]:
+    try:
+        yield from ds.as_numpy_iterator()
+    except tf.errors.DataLossError as error:
+        source().name_corrupt_file(error)
+        raise
 
 
 def train_batches(config, start_step: int, process_index: int, process_count: int, *,
-                  token_is_valid: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
+                  token_is_valid: np.ndarray | None = None,
+                  counter: tfrecord_io.CorruptionCounter | None = None
+                  ) -> Iterator[dict[str, np.ndarray]]:
     """The trainer contract (trainer/task.py): host-local numpy batches k = start_step, ..."""
-    return _as_numpy(make_dataset(config, process_index, process_count, start_step=start_step,
-                                  token_is_valid=token_is_valid))
+    ds = make_dataset(config, process_index, process_count, start_step=start_step,
+                      token_is_valid=token_is_valid, counter=counter)
+    return _as_numpy(ds, lambda: host_source(config, True, process_index, process_count))
 
 
 def eval_batches(config, start_step: int, process_index: int, process_count: int, *,
-                 token_is_valid: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
+                 token_is_valid: np.ndarray | None = None,
+                 counter: tfrecord_io.CorruptionCounter | None = None
+                 ) -> Iterator[dict[str, np.ndarray]]:
     """One deterministic pass over data.eval_path (start_step is ignored)."""
     del start_step
-    return _as_numpy(make_dataset(config, process_index, process_count, train=False,
-                                  token_is_valid=token_is_valid))
+    ds = make_dataset(config, process_index, process_count, train=False,
+                      token_is_valid=token_is_valid, counter=counter)
+    return _as_numpy(ds, lambda: host_source(config, False, process_index, process_count))
 
 
-def make_batch_functions(config, token_is_valid: np.ndarray | None = None):
+def make_batch_functions(config, token_is_valid: np.ndarray | None = None,
+                         counter: tfrecord_io.CorruptionCounter | None = None):
     """(train_batches, eval_batches) with the (start_step, process_index, process_count)
-    signature of trainer.task.Task."""
+    signature of trainer.task.Task; with data.skip_corrupt, `counter` counts the corrupt
+    records both skip."""
     def train_fn(start_step, process_index, process_count):
         return train_batches(config, start_step, process_index, process_count,
-                             token_is_valid=token_is_valid)
+                             token_is_valid=token_is_valid, counter=counter)
 
     def eval_fn(start_step, process_index, process_count):
         return eval_batches(config, start_step, process_index, process_count,
-                            token_is_valid=token_is_valid)
+                            token_is_valid=token_is_valid, counter=counter)
     return train_fn, eval_fn
 
 

@@ -182,10 +182,12 @@ def batch_sizes(config) -> dict[str, int]:
                 query_len=data.max_txt_len + 1, queries_per_video=data.query_per_video)
 
 
-def reader_batches(config, hero: HeroPretraining, global_batch: int):
+def reader_batches(config, hero: HeroPretraining, global_batch: int, counter=None):
     """(train_batches, batch_spec) from the feature store reader; the demo store if no
     `data.store` is given. The host draws each step's task (`task_draws`), the reader fills
-    only that task's part (the others are zeros) and the batch carries the draw as `task`."""
+    only that task's part (the others are zeros) and the batch carries the draw as `task`.
+    A missing or empty store fails here, before any compute; with `data.skip_corrupt`
+    corrupt records are skipped and counted in `counter` (a tfrecord_io.CorruptionCounter)."""
     model_config = hero.model.config
     from data_pipeline import hero_demo, hero_reader, hero_store
     data = config.data
@@ -194,6 +196,7 @@ def reader_batches(config, hero: HeroPretraining, global_batch: int):
         store = hero_demo.build_demo_store(data.demo_dir or None, num_videos=data.demo_videos,
                                            dim=model_config.vfeat_dim)
     try:
+        hero_reader.check_store(store)
         meta = hero_store.read_meta(store)
     except (FileNotFoundError, ValueError) as error:
         raise ConfigError('data.store', str(error)) from error
@@ -216,7 +219,9 @@ def reader_batches(config, hero: HeroPretraining, global_batch: int):
 
     try:
         read = hero_reader.make_train_batches(store, sizes, global_batch, int(config.seed),
-                                              part_of_step=lambda k: PART_OF[names[task_of(k)]])
+                                              part_of_step=lambda k: PART_OF[names[task_of(k)]],
+                                              skip_corrupt=bool(data.get('skip_corrupt')),
+                                              counter=counter)
     except ValueError as error:
         raise ConfigError('data.max_clip_len', str(error)) from error
 
@@ -255,11 +260,17 @@ def build_task(config) -> Task:
             yield synthetic.pretrain_batch(hero.model.config, sizes, int(config.seed), rows, step)
             step += 1
 
+    data_metrics = None
     if config.data.synthetic:
         example = synthetic.pretrain_batch(hero.model.config, sizes, 0, range(1), 0)
         spec = {k: BatchSpec((global_batch,) + v.shape[1:], v.dtype) for k, v in example.items()}
         iterate = synthetic_batches
     else:
-        iterate, spec = reader_batches(config, hero, global_batch)
+        from data_pipeline import tfrecord_io
+        counter = tfrecord_io.CorruptionCounter()
+        iterate, spec = reader_batches(config, hero, global_batch, counter)
+        if config.data.get('skip_corrupt'):
+            data_metrics = counter.metrics
     return Task(name='hero_pretrain', init=init, loss=loss, batch_spec=spec,
+                data_metrics=data_metrics,
                 train_batches=iterate, flops_per_example=mixture_flops_per_example(config, sizes))

@@ -5,6 +5,8 @@ negatives are simply every row of the global arrays (XLA inserts the collectives
 selection picks `num_text_spans_to_include` spans per example across the global batch.
 Batches come from the TFRecord reader (data_pipeline/mreserve_reader.py) when
 `data.train_path` is set, else from random structurally valid batches (mreserve/synthetic.py).
+A train or eval path with nothing to read fails here, before any compute; with
+`data.skip_corrupt` the reader's count of skipped corrupt records goes into the metrics.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from mreserve.model_config import ModelConfig
 from mreserve.params import init_params
 from mreserve.pretrain_model import MerlotReservePretrainer
 from mreserve.synthetic import batch_shapes, random_batch
+from trainer.errors import ConfigError
 from trainer.mesh import rules_from_config
 from trainer.task import BatchSpec, Task
 
@@ -56,13 +59,24 @@ def build_task(config) -> Task:
 
     spec = {key: BatchSpec(shape, dtype)
             for key, (shape, dtype) in batch_shapes(model_config, global_batch).items()}
-    train_batches, eval_batches = batches(int(config.seed)), None
+    train_batches, eval_batches, data_metrics = batches(int(config.seed)), None, None
     if config.data.get('train_path'):
-        from data_pipeline import mreserve_reader  # imports TensorFlow: only when needed
-        train_batches, eval_batches = mreserve_reader.make_batch_functions(config)
+        # imports TensorFlow: only when needed
+        from data_pipeline import mreserve_reader, tfrecord_io
+        for key in ('train_path', 'eval_path'):
+            if config.data.get(key):
+                try:   # nothing to read is a start-up error, not an endless wait for data
+                    mreserve_reader.check_path(config, train=key == 'train_path')
+                except (FileNotFoundError, ValueError) as error:
+                    raise ConfigError(f'data.{key}', str(error)) from error
+        counter = tfrecord_io.CorruptionCounter()
+        train_batches, eval_batches = mreserve_reader.make_batch_functions(config,
+                                                                           counter=counter)
         if not config.data.get('eval_path'):
             eval_batches = None
+        if config.data.get('skip_corrupt'):
+            data_metrics = counter.metrics
     return Task(name=f'mreserve_pretrain_{config.get("variant", "custom")}', init=init,
                 loss=loss, batch_spec=spec, train_batches=train_batches,
-                eval_batches=eval_batches,
+                eval_batches=eval_batches, data_metrics=data_metrics,
                 flops_per_example=train_flops_per_example(model_config, global_batch))

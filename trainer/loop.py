@@ -167,7 +167,7 @@ def train(config, workdir: str, task: Task, devices=None) -> dict:
         if metrics['nonfinite'] and config.train.nonfinite == 'stop':
             raise NonFiniteError(step, metrics)
         if step % config.train.log_every == 0 or step == total:
-            writer.write(step, metrics)
+            writer.write(step, dict(metrics, **_data_metrics(task)))
             if jax.process_index() == 0:
                 log.info(progress.line(step, metrics))
         return metrics
@@ -225,6 +225,19 @@ def _close(checkpointer: Checkpointer, writer: MetricWriter, quietly: bool) -> N
             if not quietly:
                 raise
             log.exception('while shutting down after an error')
+
+
+def _data_metrics(task: Task) -> dict[str, float]:
+    """The input pipeline's counters (`Task.data_metrics`), summed over the processes (every
+    process settles the same steps, so the all-gather is collective)."""
+    if task.data_metrics is None:
+        return {}
+    values = {k: float(v) for k, v in sorted(task.data_metrics().items())}
+    if jax.process_count() > 1 and values:
+        gathered = multihost_utils.process_allgather(np.asarray(list(values.values()),
+                                                                np.float32))
+        values = dict(zip(values, np.sum(gathered, axis=0).tolist()))
+    return values
 
 
 def run_eval(task: Task, params, mesh, rules, bshard, writer: MetricWriter, step: int) -> dict:

@@ -59,6 +59,10 @@ class Task:
         the seed and the step only, so a resumed run sees exactly the batches it would have seen.
     eval_batches: optional, same signature, finite iterator.
     eval_metrics: optional (params, batch, rng) -> metrics; defaults to the loss function's metrics.
+    data_metrics: optional () -> {name: number}: counters of this host's input pipeline (for
+        example corrupt records skipped); summed over processes and written with the step
+        metrics at every log step. They count what the reader has consumed, which may run a
+        few batches ahead of the step (prefetch).
     """
     name: str
     init: Callable[[jax.Array, Batch], Params]
@@ -68,3 +72,4 @@ class Task:
     eval_batches: Callable[[int, int, int], Iterator[Batch]] | None = None
     eval_metrics: Callable[[Params, Batch, jax.Array], dict[str, jax.Array]] | None = None
     flops_per_example: float | None = None
+    data_metrics: Callable[[], Mapping[str, float]] | None = None

@@ -73,6 +73,9 @@ def get_config(arg=None):
     c.data.demo_dir = ''
     c.data.demo_videos = 64
     c.data.feat_dtype = 'float16'     # features as stored; up-cast on device
+    # a corrupt store record (bad checksum, truncated shard): False stops naming the file and
+    # offset, True skips it and counts it (metric data/corrupt_records_skipped)
+    c.data.skip_corrupt = False
     # static padding sizes of a batch (hero/modeling.py layout): frames per video, subtitles per
     # video, frames per subtitle; text gets one more slot for [SEP] / [CLS]
     c.data.max_clip_len = 12 if tiny else 100

@@ -66,7 +66,10 @@ def get_config(arg=None):
         # Reader (data_pipeline/mreserve_reader.py); no train_path = synthetic batches.
         # token_is_valid: a .npy table, or tokenizer: a tokenizer file (spec §4).
         train_path='', eval_path='', shuffle_buffer=4096, cycle_length=16,
-        token_is_valid='', tokenizer=''))
+        token_is_valid='', tokenizer='',
+        # a corrupt record (bad checksum, truncated file): False stops naming the file and
+        # offset, True skips it and counts it (metric data/corrupt_records_skipped)
+        skip_corrupt=False))
 
     # Spec §5.1: bf16-moment AdamW without bias correction, b2 0.98, eps 1e-6, decay 0.1 on
     # matrices, linear warmup then cosine to 2% of the peak; no gradient clipping.
