@@ -130,7 +130,8 @@ def make_record(question: annotations.QAExample, subs, frames: list[str], wav, e
         feature[f'qa_choice_{k}'] = ints(encode(answer))
     for i, (start, end) in enumerate(windows):
         index = int(np.clip(round((start + end) / 2 * FPS), 0, len(frames) - 1))
-        image = media.decode_jpeg(open(frames[index], 'rb').read(), channels=3)
+        with open(frames[index], 'rb') as f:
+            image = media.decode_jpeg(f.read(), channels=3)
         image = media.resize_for_storage(image, FRAME_SHORT_SIDE, FRAME_LONG_SIDE)
         feature[f'c{i:02d}/image_encoded'] = raw(media.encode_jpeg(image))
         feature[f'c{i:02d}/spec_encoded'] = raw(encoded_specs[i])

@@ -51,6 +51,7 @@ def test_merge_takes_every_pretrained_parameter(tmp_path, name):
     params_io.check_shapes(nn.meta.unbox(fresh), merged)
 
 
+@pytest.mark.slow   # the default run loads an export in test_mreserve_zero_shot_qa.py
 def test_zero_shot_api_loads_an_export(tmp_path, shared_dir):
     pretrained = _pretrained_export(tmp_path / 'export')
     model = PretrainedMerlotReserve.from_converted(
