@@ -10,6 +10,15 @@ amplitude-modulation rate is set by the shape; the narrator's words name them ("
 red circle on a gray background", with filler words), timed inside the scene. A model can
 therefore match frame <-> audio <-> text within a 5 s chunk.
 
+Two options make the words a harder, cleaner target (the `demo.scene_seconds` and
+`demo.name_once` keys of configs/mreserve/pretrain.py):
+``scene_seconds=5`` gives every scene exactly one 5 s chunk of the record writer (chunks start
+at 0 and follow each other at playback speed 1), so a chunk's frame, sound and words all
+belong to one scene; ``name_once=True`` names the colour and the shape in exactly one sentence
+of the scene (at a random place), the other sentences say other things ("it is moving left"),
+so a masked naming cannot be copied from the neighbouring words but must come from what is
+seen or heard.
+
 Output (paths in the manifests are relative to DIR)::
 
     DIR/train/demo_00000.mp4   .json (word list: [{word, start, end}])   .vtt (YouTube-style)
@@ -56,14 +65,29 @@ TEMPLATES = (
     'a {size} {shape} and it is {colour}',
     'there goes the {colour} {shape}',
 )
+NAMING_TEMPLATES = (       # name_once: the one naming sentence; naming spans differ only in
+    'now we see a {size} {colour} {shape}',   # size, colour and shape
+    'here is a {size} {colour} {shape}',
+)
+PLAIN_TEMPLATES = (        # name_once: the scene's other sentences (no colour, no shape)
+    'it is moving {direction}',
+    'the background is {background}',
+    'it looks quite {size}',
+    'and it keeps on going {direction}',
+    'see how it moves',
+    'on a {background} background',
+    'watch it go',
+)
 FILLERS = ('um', 'so', 'okay', 'and', 'you know', 'right', 'well', 'uh')
 SAMPLE_RATE = 22050
 
 
-def _scene_plan(rng: np.random.Generator, duration: float) -> list[dict]:
+def _scene_plan(rng: np.random.Generator, duration: float,
+                scene_seconds: float = 0.0) -> list[dict]:
     scenes, t = [], 0.0
     while t < duration - 1.0:
-        length = min(float(rng.uniform(4.0, 7.0)), duration - t)
+        length = scene_seconds or float(rng.uniform(4.0, 7.0))
+        length = min(length, duration - t)
         p0, p1 = rng.uniform(0.3, 0.7, size=2), rng.uniform(0.3, 0.7, size=2)
         scenes.append(dict(
             start=round(t, 3), end=round(t + length, 3),
@@ -81,14 +105,22 @@ def _direction(scene) -> str:
     return 'down' if y1 > y0 else 'up'
 
 
-def _scene_words(rng: np.random.Generator, scene: dict) -> list[Word]:
-    """Sentences about the scene, ~3 words/s, from its start to just before its end."""
+def _scene_words(rng: np.random.Generator, scene: dict, name_once: bool = False) -> list[Word]:
+    """Sentences about the scene, ~3 words/s, from its start to just before its end.
+    name_once: one sentence (at a random place) names colour and shape, the others do not."""
     words, t = [], scene['start'] + float(rng.uniform(0.1, 0.4))
     fields = dict(scene, direction=_direction(scene))
-    misses = 0
+    misses, named, i = 0, not name_once, 0
+    naming_at = int(rng.integers(0, 2)) if name_once else 0   # the naming sentence: 1st or 2nd
     while misses < 3:                     # a few tries to fill the rest with a shorter sentence
-        sentence = str(rng.choice(TEMPLATES)).format(**fields).split()
-        if rng.random() < 0.4:
+        naming = not named and (i >= naming_at or misses > 0)
+        templates = TEMPLATES
+        if name_once:
+            templates = NAMING_TEMPLATES if naming else PLAIN_TEMPLATES
+            if not named and not naming:                # short, so the naming still fits
+                templates = tuple(x for x in PLAIN_TEMPLATES if len(x.split()) <= 4)
+        sentence = str(rng.choice(templates)).format(**fields).split()
+        if rng.random() < 0.4 and named and not naming:
             sentence = str(rng.choice(FILLERS)).split() + sentence
         durations = rng.uniform(0.22, 0.4, size=len(sentence))
         if t + durations.sum() > scene['end'] - 0.1:
@@ -98,6 +130,7 @@ def _scene_words(rng: np.random.Generator, scene: dict) -> list[Word]:
             words.append(Word(w, round(t, 3), round(t + d - 0.03, 3)))
             t += d
         t += float(rng.uniform(0.05, 0.3))
+        named, i = named or naming, i + 1
     return words
 
 
@@ -143,13 +176,17 @@ def _scene_audio(rng: np.random.Generator, scene: dict, start: int, stop: int) -
 
 
 def make_video(path: str, seed: int, index: int, width: int = 192, height: int = 128,
-               fps: int = 10, min_seconds: float = 20.0, max_seconds: float = 40.0) -> dict:
-    """Writes one demo video (``path``, an .mp4) and returns its description with words."""
+               fps: int = 10, min_seconds: float = 20.0, max_seconds: float = 40.0,
+               scene_seconds: float = 0.0, name_once: bool = False) -> dict:
+    """Writes one demo video (``path``, an .mp4) and returns its description with words.
+    scene_seconds: fixed scene length (0: random 4-7 s); name_once: see the module doc."""
     rng = np.random.default_rng([seed, index])
     duration = round(float(rng.uniform(min_seconds, max_seconds)), 1)
-    scenes = _scene_plan(rng, duration)
+    if scene_seconds:                          # whole scenes only
+        duration = scene_seconds * max(1, round(duration / scene_seconds))
+    scenes = _scene_plan(rng, duration, scene_seconds)
     duration = scenes[-1]['end']
-    words = [w for s in scenes for w in _scene_words(rng, s)]
+    words = [w for s in scenes for w in _scene_words(rng, s, name_once)]
 
     with av.open(path, 'w', format='mp4') as out:
         video = out.add_stream('libx264', rate=fps, options={
@@ -263,12 +300,17 @@ def main(argv=None):
     parser.add_argument('--fps', type=int, default=10)
     parser.add_argument('--min-seconds', type=float, default=20.0)
     parser.add_argument('--max-seconds', type=float, default=40.0)
+    parser.add_argument('--scene-seconds', type=float, default=0.0,
+                        help='fixed scene length, e.g. 5 = one record chunk (0: random 4-7 s)')
+    parser.add_argument('--name-once', action='store_true',
+                        help='name colour and shape in one sentence per scene only')
     parser.add_argument('--workers', type=int, default=None, help='default: min(2, cores)')
     args = parser.parse_args(argv)
     t0 = time.time()
     manifest = build_corpus(args.out, args.num_videos, args.seed, args.val_fraction, args.workers,
                             width=args.width, height=args.height, fps=args.fps,
-                            min_seconds=args.min_seconds, max_seconds=args.max_seconds)
+                            min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+                            scene_seconds=args.scene_seconds, name_once=args.name_once)
     hours = sum(e['duration'] for items in manifest.values() for e in items) / 3600
     print(f'wrote {len(manifest["train"])} train + {len(manifest["val"])} val videos '
           f'({hours:.2f} h) to {args.out} in {time.time() - t0:.1f}s')

@@ -303,7 +303,8 @@ class ExampleBuilder:
         self.train = train
         self.token_is_valid = np.asarray(token_is_valid, bool)
         self.spec = make_batch_spec(config)
-        self.features = feature_spec(self.c.num_segments)
+        self.pieces = examples_per_record(config)
+        self.features = feature_spec(self.c.num_segments * self.pieces)
 
     def _sequences(self, seed, tok_ids, tok_start, tok_end, tok_lens, starts, video,
                    title, title_lens, desc, desc_lens, tags, tags_lens, random_text):
@@ -351,9 +352,23 @@ class ExampleBuilder:
                                  tf.TensorSpec((c.num_audio_subsegments,), tf.int32)))
         return tf.reshape(clips, (-1, 65)), starts
 
-    def __call__(self, index, serialized, seed):
-        """index: int64 position in the host stream; seed: [2] int64 (seed, process)."""
+    def _piece(self, f, piece):
+        """The chunks [piece·S, (piece+1)·S) of a parsed record, renamed c00..c{S-1}."""
+        c, out = self.c, {'c00/random_text': f['c00/random_text']}
+        for key in f:
+            chunk, name = int(key[1:3]), key[4:]
+            if chunk < c.num_segments and name != 'random_text':
+                options = [f[f'c{k * c.num_segments + chunk:02d}/{name}']
+                           for k in range(self.pieces)]
+                out[key] = tf.switch_case(piece, [lambda v=v: v for v in options])
+        return out
+
+    def __call__(self, index, serialized, seed, piece=None):
+        """index: int64 position in the host stream; seed: [2] int64 (seed, process);
+        piece: which S-chunk piece of the record (see examples_per_record), default 0."""
         f = tf.io.parse_single_example(serialized, self.features)
+        if self.pieces > 1:
+            f = self._piece(f, tf.constant(0, tf.int32) if piece is None else piece)
         ex_seed = _seed(seed, index)
         c = self.c
         get = lambda i, key: f[f'c{i:02d}/{key}']
@@ -492,6 +507,16 @@ def _data(config, key, default):
     return data[key] if key in data else default
 
 
+def examples_per_record(config) -> int:
+    """data.examples_per_record: 1 (the original: the first num_segments chunks of each
+    record) or more: record pieces [k·S, (k+1)·S) are separate examples, up to 16 // S."""
+    pieces = int(_data(config, 'examples_per_record', 1))
+    if not 1 <= pieces * sequence_config(config).num_segments <= NUM_CHUNKS:
+        raise ValueError(f'data.examples_per_record={pieces} x data.num_segments '
+                         f'> {NUM_CHUNKS} chunks per record')
+    return pieces
+
+
 def host_batch_size(config, process_count: int) -> int:
     batch = int(config['train']['global_batch'])
     if batch % process_count:
@@ -528,13 +553,20 @@ def make_dataset(config, process_index: int = 0, process_count: int = 1, *, star
     seed = int(config['seed']) if (train and 'seed' in config) else 0
     builder = ExampleBuilder(config, token_is_valid, train)
     cycle = int(_data(config, 'cycle_length', 16))
+    pieces = builder.pieces
+
+    def split(ds):                       # record -> (piece, record) for each piece
+        if pieces == 1:
+            return ds.map(lambda r: (tf.constant(0, tf.int32), r))
+        return ds.flat_map(lambda r: tf.data.Dataset.range(pieces, output_type=tf.int32).map(
+            lambda k: (k, r)))
 
     if train:
         buffer = int(_data(config, 'shuffle_buffer', 4096))
         start = start_step * batch_size
         epoch0 = 0
         if start:
-            per_epoch = source.count()
+            per_epoch = source.count() * pieces
             epoch0, start = divmod(start, per_epoch)
             first_index = epoch0 * per_epoch
         else:
@@ -542,15 +574,15 @@ def make_dataset(config, process_index: int = 0, process_count: int = 1, *, star
 
         def epoch(e):
             s = tf.stack([tf.constant(seed, tf.int64), e])
-            return source.dataset(s, cycle).shuffle(buffer, seed=seed * 1_000_003 + e)
+            return split(source.dataset(s, cycle)).shuffle(buffer, seed=seed * 1_000_003 + e)
 
         records = tf.data.Dataset.counter(epoch0).flat_map(epoch)
         records = records.enumerate(first_index).skip(start)
     else:
-        records = source.dataset(None, cycle).enumerate()
+        records = split(source.dataset(None, cycle)).enumerate()
     base = tf.constant([seed, process_index if train else 0], tf.int64)
-    ds = records.map(lambda i, r: builder(i, r, base), num_parallel_calls=tf.data.AUTOTUNE,
-                     deterministic=True)
+    ds = records.map(lambda i, kr: builder(i, kr[1], base, kr[0]),
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=True)
     if not train:
         ds = ds.take(eval_steps(config, path, split, batch_size, process_count))
@@ -574,7 +606,7 @@ def eval_steps(config, path: str, split: str, batch_size: int, process_count: in
     if process_count == 1:
         return -1                                            # everything (drop_remainder)
     counts = [RecordSource(path, i, process_count, split).count() for i in range(process_count)]
-    return min(counts) // batch_size
+    return min(counts) * examples_per_record(config) // batch_size
 
 
 def host_source(config, train: bool, process_index: int = 0,

@@ -46,7 +46,9 @@ def settings_from_config(config) -> dict:
     return dict(num_videos=int(d.num_videos), seed=int(d.seed),
                 val_fraction=float(d.val_fraction), vocab_size=int(d.vocab_size),
                 num_shards=int(d.num_shards), min_seconds=float(d.min_seconds),
-                max_seconds=float(d.max_seconds))
+                max_seconds=float(d.max_seconds),
+                scene_seconds=float(d.get('scene_seconds', 0.0)),
+                name_once=bool(d.get('name_once', False)))
 
 
 def _paths(root: str) -> dict[str, str]:
@@ -68,11 +70,14 @@ def load_cached(root: str, settings: dict) -> DemoData | None:
 
 def prepare(root: str, num_videos: int = 160, seed: int = 0, val_fraction: float = 0.1,
             vocab_size: int = 1000, num_shards: int = 2, min_seconds: float = 20.0,
-            max_seconds: float = 40.0, workers: int | None = None) -> DemoData:
-    """Builds (or reuses) the demo corpus, tokenizer and train shards under `root`."""
+            max_seconds: float = 40.0, scene_seconds: float = 0.0, name_once: bool = False,
+            workers: int | None = None) -> DemoData:
+    """Builds (or reuses) the demo corpus, tokenizer and train shards under `root`
+    (scene_seconds, name_once: data_pipeline/demo_corpus.py)."""
     settings = dict(num_videos=num_videos, seed=seed, val_fraction=val_fraction,
                     vocab_size=vocab_size, num_shards=num_shards,
-                    min_seconds=float(min_seconds), max_seconds=float(max_seconds))
+                    min_seconds=float(min_seconds), max_seconds=float(max_seconds),
+                    scene_seconds=float(scene_seconds), name_once=bool(name_once))
     cached = load_cached(root, settings)
     if cached is not None:
         log.info('demo data: reusing %s', root)
@@ -92,7 +97,8 @@ def prepare(root: str, num_videos: int = 160, seed: int = 0, val_fraction: float
     t0 = time.time()
     manifest = demo_corpus.build_corpus(paths['corpus'], num_videos, seed, val_fraction,
                                         workers=workers, min_seconds=min_seconds,
-                                        max_seconds=max_seconds)
+                                        max_seconds=max_seconds, scene_seconds=scene_seconds,
+                                        name_once=name_once)
     times['corpus_s'] = round(time.time() - t0, 1)
     log.info('demo data: %d train + %d val videos in %.1f s', len(manifest['train']),
              len(manifest['val']), times['corpus_s'])

@@ -23,8 +23,9 @@ from mreserve.model_config import ModelConfig
 from mreserve.params import init_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL_DEMO = dict(num_videos=6, seed=1, val_fraction=0.34, vocab_size=300, num_shards=1,
-                  min_seconds=12.0, max_seconds=16.0)
+# 5 train videos of 20-25 s: one 16-chunk record
+SMALL_DEMO = dict(num_videos=7, seed=1, val_fraction=0.29, vocab_size=300, num_shards=1,
+                  min_seconds=19.0, max_seconds=24.0, scene_seconds=5.0, name_once=True)
 
 
 @pytest.fixture(scope='module')
@@ -36,7 +37,7 @@ def test_demo_data_is_built_once_and_reused(small_demo):
     with open(os.path.join(small_demo.root, demo_data.MANIFEST)) as f:
         manifest = json.load(f)
     assert manifest['settings'] == demo_data.prepare(small_demo.root, **SMALL_DEMO).settings
-    assert manifest['train_videos'] == 4 and manifest['val_videos'] == 2
+    assert manifest['train_videos'] == 5 and manifest['val_videos'] == 2
     assert os.path.exists(small_demo.tokenizer)
     assert any(name.startswith('train') and name.endswith('.tfrecord')
                for name in os.listdir(small_demo.records))
@@ -73,6 +74,27 @@ def test_zero_shot_scoring_on_a_random_tiny_model(small_demo):
         assert q['images'].shape == (1, grid, 768) and q['audio_clips'].shape == (3, 60, 65)
         assert np.sum(q['tokens'] == MASK) == 1 and np.sum(q['tokens'] == AUDIOSPAN) == 12
         assert 0 <= q['answer'] < 8
+
+
+def test_reader_cuts_records_into_examples(small_demo):
+    """data.examples_per_record=4 (tiny): chunks [4k, 4k+4) of each record are example k;
+    example 0 is what the original reader makes of the record (its first 4 chunks)."""
+    from data_pipeline import mreserve_reader
+    config = get_config('variant=tiny')
+    config.data.tokenizer = small_demo.tokenizer
+    config.data.tfds_eval_split = 'train'         # one ordered, unaugmented pass
+    streams = {}
+    for pieces in (1, 4):
+        config.data.examples_per_record = pieces
+        ds = mreserve_reader.make_dataset(config, train=False, path=small_demo.records,
+                                          batch_size=1)
+        streams[pieces] = [{k: v[0] for k, v in b.items()} for b in ds.as_numpy_iterator()]
+    one, four = streams[1], streams[4]
+    assert len(one) >= 1 and len(four) == 4 * len(one)
+    for key in one[0]:
+        np.testing.assert_array_equal(four[0][key], one[0][key], err_msg=key)
+    frames = {four[k]['images'].tobytes() for k in range(4)}
+    assert len(frames) == 4                       # four different sets of chunks
 
 
 def _main_job(workdir, demo_dir, *overrides):
