@@ -29,3 +29,28 @@ def peak_rss_bytes() -> int:
 def emit(result: dict) -> None:
     """Every benchmark ends with one JSON object on its last line of output."""
     print(json.dumps(result, sort_keys=True))
+
+
+def matmul_peak_fn(size: int = 2048):
+    """-> a function measuring the float32 size x size matmul FLOP/s now (the `mfu`
+    denominator; 2048 is where benchmarks/matmul_peak.py finds the peak here)."""
+    import jax.numpy as jnp
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+    matmul = jax.jit(lambda x, y: x @ y).lower(a, b).compile()
+    return lambda: 2 * size**3 / time_fn(matmul, a, b, warmup=1, iters=5)
+
+
+def run_child(script: str, name: str, iters: int) -> dict:
+    """Run `script --child name --iters N` in a fresh single-device CPU process (no fake
+    devices) and return the JSON of its last output line."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, JAX_PLATFORMS=os.environ.get('JAX_PLATFORMS', 'cpu'))
+    flags = env.get('XLA_FLAGS', '').split()
+    env['XLA_FLAGS'] = ' '.join(f for f in flags if 'host_platform_device_count' not in f)
+    out = subprocess.run([sys.executable, os.path.abspath(script), '--child', name,
+                          '--iters', str(iters)], env=env, check=True, capture_output=True,
+                         text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])

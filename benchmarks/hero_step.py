@@ -28,7 +28,6 @@ import dataclasses
 import itertools
 import json
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -96,30 +95,12 @@ def single_task(config):
 def run_one(name: str, iters: int) -> dict:
     """One measurement in this process (the child side)."""
     import jax
-    import jax.numpy as jnp
 
-    from benchmarks.common import time_fn
+    from benchmarks.common import matmul_peak_fn
     from benchmarks.train_step import measure_step
     config = make_config(name)
-    size = 2048      # the size at which benchmarks/matmul_peak.py finds the float32 peak here
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
-    matmul = jax.jit(lambda x, y: x @ y).lower(a, b).compile()
-
-    def peak_fn():
-        return 2 * size**3 / time_fn(matmul, a, b, warmup=1, iters=5)
     return measure_step(config, single_task(config), iters=iters, devices=jax.devices()[:1],
-                        warmup=2, peak_fn=peak_fn)
-
-
-def run_child(name: str, iters: int) -> dict:
-    env = dict(os.environ, JAX_PLATFORMS=os.environ.get('JAX_PLATFORMS', 'cpu'))
-    flags = env.get('XLA_FLAGS', '').split()
-    env['XLA_FLAGS'] = ' '.join(f for f in flags if 'host_platform_device_count' not in f)
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), '--child', name,
-                          '--iters', str(iters)], env=env, check=True, capture_output=True,
-                         text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+                        warmup=2, peak_fn=matmul_peak_fn())
 
 
 def main():
@@ -130,7 +111,7 @@ def main():
     parser.add_argument('--iters', type=int, default=3)
     parser.add_argument('--child', default='', help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from benchmarks.common import emit
+    from benchmarks.common import emit, run_child
     if args.child:
         emit(run_one(args.child, args.iters))
         return
@@ -142,7 +123,7 @@ def main():
         name = f'{size}_{task}'
         runs = []
         for i in range(args.repeats):
-            runs.append(run_child(name, args.iters))
+            runs.append(run_child(__file__, name, args.iters))
             print(f'{name} run {i}: {json.dumps(runs[-1], sort_keys=True)}', flush=True)
         results[name] = summarise(runs)
     emit(results)

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -67,28 +66,9 @@ def run_one(name: str, iters: int) -> dict:
     devices = jax.devices()[:1]
     if name in COMPILE_CONFIGS:
         return compile_step(config, task, devices)
-    import jax.numpy as jnp
-
-    from benchmarks.common import time_fn
-    size = 2048      # the size at which benchmarks/matmul_peak.py finds the float32 peak here
-    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
-    matmul = jax.jit(lambda x, y: x @ y).lower(a, b).compile()
-
-    def peak_fn():
-        return 2 * size**3 / time_fn(matmul, a, b, warmup=1, iters=5)
+    from benchmarks.common import matmul_peak_fn
     return measure_step(config, task, iters=iters, devices=devices,
-                        warmup=1 if name == 'bench' else 2, peak_fn=peak_fn)
-
-
-def run_child(name: str, iters: int) -> dict:
-    env = dict(os.environ, JAX_PLATFORMS=os.environ.get('JAX_PLATFORMS', 'cpu'))
-    flags = env.get('XLA_FLAGS', '').split()
-    env['XLA_FLAGS'] = ' '.join(f for f in flags if 'host_platform_device_count' not in f)
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), '--child', name,
-                          '--iters', str(iters)], env=env, check=True, capture_output=True,
-                         text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+                        warmup=1 if name == 'bench' else 2, peak_fn=matmul_peak_fn())
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -120,8 +100,8 @@ def main():
     parser.add_argument('--iters', type=int, default=3)
     parser.add_argument('--child', default='', help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from benchmarks.common import emit, run_child
     if args.child:
-        from benchmarks.common import emit
         emit(run_one(args.child, args.iters))
         return
 
@@ -133,10 +113,9 @@ def main():
         repeats = args.compile_repeats if name in COMPILE_CONFIGS else args.repeats
         runs = []
         for i in range(repeats):
-            runs.append(run_child(name, args.iters))
+            runs.append(run_child(__file__, name, args.iters))
             print(f'{name} run {i}: {json.dumps(runs[-1], sort_keys=True)}', flush=True)
         results[name] = summarise(runs)
-    from benchmarks.common import emit
     emit(results)
 
 
