@@ -43,13 +43,16 @@ def matmul_peak_fn(size: int = 2048):
 
 def run_child(script: str, name: str, iters: int) -> dict:
     """Run `script --child name --iters N` in a fresh single-device CPU process (no fake
-    devices) and return the JSON of its last output line."""
+    devices, the training entry points' process settings of trainer/process_env.py) and
+    return the JSON of its last output line."""
     import os
     import subprocess
     import sys
     env = dict(os.environ, JAX_PLATFORMS=os.environ.get('JAX_PLATFORMS', 'cpu'))
     flags = env.get('XLA_FLAGS', '').split()
     env['XLA_FLAGS'] = ' '.join(f for f in flags if 'host_platform_device_count' not in f)
+    from trainer.process_env import process_env
+    env = process_env(env)  # the entry points' process settings (malloc tunables, XLA:CPU)
     out = subprocess.run([sys.executable, os.path.abspath(script), '--child', name,
                           '--iters', str(iters)], env=env, check=True, capture_output=True,
                          text=True)

@@ -40,7 +40,10 @@ def config_error(message: str) -> None:
 
 
 def parse(argv: list[str]):
-    """Parse flags; any flag or config problem exits with status 2 naming what is wrong."""
+    """Parse flags; any flag or config problem exits with status 2 naming what is wrong.
+
+    For the process's own command line (`argv is sys.argv`) the process is then re-executed
+    once with trainer/process_env.py's settings (malloc tunables, XLA:CPU options)."""
     try:
         flags.FLAGS(argv)
         config = flags.FLAGS.config
@@ -50,6 +53,9 @@ def parse(argv: list[str]):
         config_error(f'{type(error).__name__}: {error}')
     if config is None:
         config_error('--config is required')
+    if argv is sys.argv:    # the real command line, not a test's: process settings first
+        from trainer import process_env
+        process_env.reexec()
     return config
 
 
