@@ -7,7 +7,9 @@ Configurations `{tiny,bench}_{task}` for task in mlm, mfm_nce, mfm_reg (MFFR), f
   features), 8 videos of 12 frames, 6 subtitles x 4 frames x 9 tokens, 5 queries of 9 tokens;
 - `bench`: H=768, 12 heads, FFN 3072, f-TRM 2 layers, t-TRM 1 layer, vocab 50272 (LM softmax
   over 50265), 4352-d features; 4 videos x 20 frames, 4 subtitles per video x (5 frames +
-  20 tokens), 5 queries of 20 tokens per video (VSM); float32, no dropout change (0.1).
+  20 tokens), 5 queries of 20 tokens per video (VSM); float32, no dropout change (0.1);
+  MLM scores 10 masked positions per subtitle (`mlm.max_predictions`, the masking capped to
+  match, as configs/hero/pretrain.py does for base).
 Each step runs only its task (config.tasks.names = (task,)) on the batch part that task reads,
 in the store reader's per-video layout (MLM examples are the subtitles of each video), with the
 task's own corruption (masking, shuffling) done on device as in training.
@@ -37,7 +39,7 @@ SIZES = ('tiny', 'bench')
 
 
 def make_config(name: str):
-    from configs.hero.pretrain import get_config
+    from configs.hero.pretrain import get_config, mlm_budget
     size, task = name.split('_', 1)
     if size == 'tiny':
         config = get_config('variant=tiny')
@@ -47,6 +49,8 @@ def make_config(name: str):
         data = config.data
         data.max_clip_len, data.subs_per_video, data.frames_per_sub = 20, 4, 5
         data.max_txt_len, data.query_per_video = 19, 5        # 20 tokens with [SEP] / [CLS]
+        # LM head at 10 of the 20 text positions (19 candidates: the cap binds in 2e-5 of rows)
+        config.mlm.max_predictions = mlm_budget(data.max_txt_len, config.mlm.mask_prob)
         config.train.global_batch, config.train.micro_batches = 4, 1
     config.train.dtype = 'float32'
     config.optim.mu_dtype = 'float32'

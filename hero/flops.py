@@ -54,7 +54,7 @@ def forward_flops_by_task(c: HeroConfig, sizes: dict, global_batch: int,
     h, d, length = c.hidden_size, c.vfeat_dim, sizes['frames']
     video = video_pass_flops(c, sizes)
     subs, text = sizes['subs_per_video'], sizes['txt_len']
-    scored = subs * (max_predictions or text)
+    scored = subs * min(max_predictions or text, text)
     regress = 2.0 * length * (h * h + h * d)
     group = min(global_batch, nce_group_size) if nce_group_size else global_batch
     nce_candidates = length * group

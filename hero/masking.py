@@ -11,18 +11,26 @@ import jax.numpy as jnp
 
 
 def mask_tokens(rng, txt_ids, txt_mask, *, mask_id: int, random_id_range: tuple[int, int],
-                mask_prob: float = 0.15, first_position: int = 1):
+                mask_prob: float = 0.15, first_position: int = 1, max_predictions: int = 0):
     """BERT masking of `[CLS] + subtitle` rows -> (corrupted ids, labels with -1 elsewhere).
 
     Each real token from `first_position` on (position 0 is [CLS]) is selected with
     `mask_prob`; of those 80 % become `mask_id`, 10 % a uniform id in `random_id_range`
     (the tokenizer's v_range), 10 % stay. A row with no selection gets its first token forced
     to `mask_id` (the original's rule).
+
+    `max_predictions` > 0 keeps only the first that many selections of a row (BERT's
+    max_predictions_per_seq; the later ones stay unchanged and get no label), so that the MLM
+    loss can score a fixed budget of positions per row and still score every target
+    (hero/pretrain.py `mlm_outputs`). The configs choose it so that the cap binds in about
+    1 row in 10^4 (binomial tail of the selection count); 0 = no cap, as the original.
     """
     select_key, kind_key, random_key = jax.random.split(rng, 3)
     positions = jnp.arange(txt_ids.shape[-1])
     candidate = txt_mask.astype(bool) & (positions >= first_position)
     selected = candidate & (jax.random.uniform(select_key, txt_ids.shape) < mask_prob)
+    if max_predictions:
+        selected &= jnp.cumsum(selected, axis=-1) <= max_predictions
     forced = (~selected.any(-1, keepdims=True)) & candidate & (positions == first_position)
     kind = jax.random.uniform(kind_key, txt_ids.shape)
     to_mask = (selected & (kind < 0.8)) | forced

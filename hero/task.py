@@ -91,7 +91,8 @@ class HeroPretraining:
         ids, labels = masking.mask_tokens(mask_rng, batch['txt_ids'], batch['txt_mask'],
                                           mask_id=cfg.mask_id,
                                           random_id_range=tuple(cfg.random_id_range),
-                                          mask_prob=cfg.mask_prob)
+                                          mask_prob=cfg.mask_prob,
+                                          max_predictions=cfg.max_predictions)
         batch = dict(batch, txt_ids=ids, txt_labels=labels)
         return pretrain.mlm_loss(self.model, params, batch, rng,
                                  max_predictions=cfg.max_predictions)

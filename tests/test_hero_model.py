@@ -215,6 +215,56 @@ def test_mask_tokens():
     assert 0.1 < (labels >= 0)[:, 1:9].mean() < 0.25
 
 
+def test_mask_tokens_cap_keeps_the_first_selections():
+    """max_predictions caps the selections per row at the first K; rows under the cap are
+    masked exactly as without it (same draws)."""
+    ids = jnp.asarray(np.random.default_rng(1).integers(4, 95, size=(256, 12)), jnp.int32)
+    ids = ids.at[:, 0].set(0)
+    txt_mask = jnp.ones_like(ids)
+    mask = jax.jit(lambda r, k: masking.mask_tokens(r, ids, txt_mask, mask_id=95,
+                                                    random_id_range=(4, 95), mask_prob=0.4,
+                                                    max_predictions=k), static_argnums=1)
+    free_ids, free = (np.asarray(x) for x in mask(jax.random.key(3), 0))
+    capped_ids, capped = (np.asarray(x) for x in mask(jax.random.key(3), 4))
+    counts = (free >= 0).sum(1)
+    assert (counts > 4).any() and ((capped >= 0).sum(1) == np.minimum(counts, 4)).all()
+    under = counts <= 4
+    np.testing.assert_array_equal(capped[under], free[under])
+    np.testing.assert_array_equal(capped_ids[under], free_ids[under])
+    over = ~under
+    first4 = np.cumsum(free[over] >= 0, axis=1) <= 4
+    np.testing.assert_array_equal(capped[over], np.where(first4, free[over], -1))
+    np.testing.assert_array_equal(capped_ids[over], np.where(first4, free_ids[over], ids[over]))
+
+
+def test_mlm_prediction_budget_scores_every_target():
+    """With the masking capped at K, the LM head at K gathered positions per row gives the
+    loss and accuracy of scoring every text position."""
+    from hero import pretrain
+    model = HeroModel(TINY)
+    params = nn.meta.unbox(init_params(model, jax.random.key(0)))
+    rng = np.random.default_rng(2)
+    rows, frames, text = 6, 3, 9
+    ids = jnp.asarray(rng.integers(4, 95, size=(rows, text)), jnp.int32).at[:, 0].set(0)
+    txt_mask = jnp.asarray(np.arange(text)[None] < rng.integers(3, text + 1, size=(rows, 1)),
+                           jnp.int32)
+    corrupted, labels = masking.mask_tokens(jax.random.key(5), ids, txt_mask, mask_id=95,
+                                            random_id_range=(4, 95), mask_prob=0.5,
+                                            max_predictions=3)
+    assert int((labels >= 0).sum(1).max()) == 3
+    batch = dict(frame_feats=jnp.asarray(rng.normal(size=(rows, frames, TINY.vfeat_dim)),
+                                         jnp.float32),
+                 frame_mask=jnp.ones((rows, frames), jnp.int32), txt_ids=corrupted,
+                 txt_mask=txt_mask, txt_labels=labels)
+    loss = jax.jit(lambda p, b, k: pretrain.mlm_loss(model, p, b, None, True, k),
+                   static_argnums=2)
+    all_loss, all_metrics = loss(params, batch, 0)
+    budget_loss, budget_metrics = loss(params, batch, 3)
+    np.testing.assert_allclose(budget_loss, all_loss, rtol=1e-6)
+    np.testing.assert_allclose(budget_metrics['mlm_accuracy'], all_metrics['mlm_accuracy'],
+                               rtol=1e-6)
+
+
 def test_init_follows_the_original():
     """Spec §1.9: v_encoder N(0, 0.02) / zero biases / LN (1, 0); top-level VSM modules keep
     PyTorch defaults (kaiming-uniform Linear/Conv, N(0, 1) query positions)."""
