@@ -1,27 +1,37 @@
-"""Zero-shot evaluation on the held-out demo videos: does the model know what it sees and hears?
+"""Zero-shot evaluation on the held-out demo videos: choose the masked span among options.
 
     python -m mreserve.demo_eval --workdir WORKDIR [--step N] [--demo-dir DIR] [--out FILE]
     python -m mreserve.demo_eval --params EXPORTED_DIR --demo-dir DIR [--out FILE]
 
-Each held-out video (demo corpus `val` split) is decoded with the zero-shot preprocessing
-(`data_pipeline.segments.video_to_segments`: one frame per 5 s segment, [3, 60, 65] audio
-features, the words of the segment). A segment is a question when its transcript names the
-colour (or shape) of the scene its frame shows, inside that scene. The question is that
-one segment laid out like a row of pretraining (spec §2.1), with its frame as vision input:
+Design: the questions are laid out as the pretraining sequences are (spec §2.1), so the
+evaluation asks the model exactly what training taught it, on videos it never saw.
 
-- mode `row` (the headline): like a text2audio row of pretraining: the sub-segment holding
-  the first naming becomes a lone MASK, the other two keep their words except the answer
-  (so it cannot be copied from the transcript); the frame; no audio input;
-- mode `text`: the segment's transcript with every naming of the answer replaced by one MASK
-  (first occurrence) or dropped (later ones), plus the frame; no audio;
-- mode `audio`: like an audio2text row: the sub-segment holding the first naming becomes a
-  lone MASK, the other two sub-segments are 6 AUDIOSPAN tokens each (their audio); no
-  transcript text, so only frame + sound can tell the answer.
+- Each held-out video (demo corpus `val` split) is decoded with the zero-shot preprocessing
+  (`data_pipeline.segments.video_to_segments`: one frame per 5 s segment, [3, 60, 65] audio
+  features with the fixed zero-shot window gaps, the words of the segment).
+- The video is cut into groups of `segments_per_group` consecutive segments (a group
+  sequence of pretraining: tiny 2 segments, base 8; the last group ends at the last
+  segment). Its words go to audio sub-segment rows (3 per segment) by the records' rule
+  (`mreserve_masking.assign_rows`, nearest window centre, monotone), each word with its own
+  BPE pieces, as the record writer stores them.
+- A question is a segment whose transcript names the colour (or shape) of the scene its
+  frame shows, inside that scene. Its masked row is the sub-segment holding that naming.
+  Other namings of the answer in the same segment are dropped from the context (with the
+  `name_once` corpus there are none), so the answer cannot be copied from the words.
+- The options are the masked row's own words with the answer replaced by each colour (or
+  shape): they differ only in that word, chance is 1 / number of options, and they are the
+  kind of span text the span encoder embeds in training (a whole sub-segment transcript,
+  not a lone word).
+- Modes (the first is the headline):
+  `text2audio`: the text2audio layout: the masked row is `[MASK, MASKAUDIO]`, every other
+  row of the group keeps its words; the group's frames as vision; no audio input.
+  `audio2text`: the audio2text layout: the masked row is `[MASK]`, every other row is 6
+  AUDIOSPAN tokens of its audio (training keeps a masked row's neighbours as text with
+  p 0.8; here all are audio, so only frames and sound can tell the answer).
 
-The joint output at MASK is scored against the span-encoder label space of the options (all
-colour names, or all shape names) through `PretrainedMerlotReserve.get_label_space`, as the
-original zero-shot scripts do (`logits = 100 h @ labels.T`). Accuracy is the top-1 rate,
-chance is 1 / number of options.
+Scoring goes through the zero-shot API (`mreserve/zero_shot.py`): the joint output at MASK
+from `batch_embed_video` against `get_label_space` of the question's options, `logits = 100
+h @ labels.T` as the original zero-shot scripts do. Accuracy is the top-1 rate.
 """
 from __future__ import annotations
 
@@ -36,16 +46,20 @@ import jax
 import numpy as np
 
 from data_pipeline import demo_corpus, media
+from data_pipeline.mreserve_masking import assign_rows
 from data_pipeline.segments import video_to_segments
-from data_pipeline.tokenizer import AUDIOSPAN, MASK, PAD, load_tokenizer
+from data_pipeline.spectrogram import NUM_SUBSEGS, SUBSEG_LEN, ZERO_SHOT_GAP
+from data_pipeline.tokenizer import AUDIOSPAN, MASK, MASKAUDIO, PAD, load_tokenizer
 from data_pipeline.transcripts import parse_transcript
 from mreserve.model_config import ModelConfig
 from mreserve.modeling import MerlotReserve
 from mreserve.zero_shot import PretrainedMerlotReserve
 
 OPTIONS = {'colour': tuple(demo_corpus.COLOURS), 'shape': tuple(demo_corpus.SHAPES)}
-MODES = ('row', 'text', 'audio')   # the first is the headline
+MODES = ('text2audio', 'audio2text')   # the first is the headline
 SEGMENT_SECONDS = 5.0
+# Spectrogram frame where each zero-shot audio window starts ([2:62], [64:124], [126:186]).
+WINDOW_STARTS = [ZERO_SHOT_GAP + i * (SUBSEG_LEN + ZERO_SHOT_GAP) for i in range(NUM_SUBSEGS)]
 
 
 def image_to_patches(frame: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -63,10 +77,6 @@ def _scene_at(scenes: Sequence[dict], t: float) -> dict | None:
     return None
 
 
-def _subsegment(t: float, start: float, n: int) -> int:
-    return int(np.clip((t - start) // (SEGMENT_SECONDS / n), 0, n - 1))
-
-
 def decode_video(video_entry: dict, corpus_dir: str, grid: tuple[int, int]) -> dict:
     """Zero-shot preprocessing of one demo video: its words and segments (with `patches`)."""
     words = parse_transcript(os.path.join(corpus_dir, video_entry['transcript']))
@@ -77,59 +87,84 @@ def decode_video(video_entry: dict, corpus_dir: str, grid: tuple[int, int]) -> d
     return dict(entry=video_entry, words=words, segments=segments)
 
 
-def build_questions(video: dict, attribute: str, tokenizer, length: int, mode: str = 'audio',
-                    num_subsegments: int = 3) -> list[dict]:
+def _groups(num_segments: int, per_group: int) -> list[range]:
+    """Consecutive groups of `per_group` segments; the last one ends at the last segment."""
+    if num_segments < per_group:
+        return []
+    starts = list(range(0, num_segments - per_group + 1, per_group))
+    if starts[-1] + per_group < num_segments:
+        starts.append(num_segments - per_group)
+    return [range(s, s + per_group) for s in starts]
+
+
+def _rows(words, segments, group: range) -> list[list]:
+    """The group's words as audio sub-segment rows (3 per segment): [[Word, ...], ...]."""
+    per_seg = [[w for w in words if seg['start_time'] <= (w.start + w.end) / 2 < seg['end_time']]
+               for seg in (segments[i] for i in group)]
+    centroids = np.array([(w.start + w.end) / 2 - segments[i]['start_time']
+                          for i, ws in zip(group, per_seg) for w in ws], np.float64)
+    row_of = assign_rows(np.array([len(ws) for ws in per_seg]), centroids,
+                         np.tile(WINDOW_STARTS, (len(group), 1)))
+    rows = [[] for _ in range(NUM_SUBSEGS * len(group))]
+    for w, r in zip((w for ws in per_seg for w in ws), row_of.tolist()):
+        rows[r].append(w)
+    return rows
+
+
+def build_questions(video: dict, attribute: str, tokenizer, length: int,
+                    mode: str = 'text2audio', segments_per_group: int = 2) -> list[dict]:
     """The questions of one decoded video (see the module docstring): per question `images`
-    [1, h·w, 768], `audio_clips` [3, 60, 65], `tokens`/`subseg_idxs` [length], `answer`."""
+    [G, h·w, 768], `audio_clips` [3G, 60, 65], `tokens`/`subseg_idxs` [length], `options`
+    (texts), `answer` (index into OPTIONS[attribute])."""
     if mode not in MODES:
         raise ValueError(f'mode {mode!r} is not one of {MODES}')
-    entry, words = video['entry'], video['words']
+    entry, segments, names = video['entry'], video['segments'], OPTIONS[attribute]
+    encode = lambda word: list(tokenizer.encode(word))
     questions = []
-    for segment in video['segments']:
-        start, end = segment['start_time'], segment['end_time']
-        scene = _scene_at(entry['scenes'], (start + end) / 2)
-        if scene is None:
-            continue
-        answer = scene[attribute]
-        inside = [w for w in words if start <= (w.start + w.end) / 2 < end]
-        naming = [i for i, w in enumerate(inside) if w.word == answer
-                  and scene['start'] <= w.start and w.end <= scene['end']]
-        if not naming:
-            continue
-        first = inside[naming[0]]
-        tokens, subseg = [], []
-        if mode == 'audio':
-            k = _subsegment((first.start + first.end) / 2, start, num_subsegments)
-            for j in range(num_subsegments):
-                row = [MASK] if j == k else [AUDIOSPAN] * 6
-                tokens += row
-                subseg += [j] * len(row)
-        elif mode == 'text':
-            for i, w in enumerate(inside):
-                if w.word == answer and i != naming[0]:
-                    continue
-                ids = [MASK] if i == naming[0] else tokenizer.encode(w.word)
+    for group in _groups(len(segments), segments_per_group):
+        rows = _rows(video['words'], segments, group)
+        for g, i in enumerate(group):
+            start, end = segments[i]['start_time'], segments[i]['end_time']
+            scene = _scene_at(entry['scenes'], (start + end) / 2)
+            if scene is None:
+                continue
+            answer = scene[attribute]
+            seg_rows = range(NUM_SUBSEGS * g, NUM_SUBSEGS * (g + 1))
+            naming = [(r, w) for r in seg_rows for w in rows[r] if w.word == answer
+                      and scene['start'] <= w.start and w.end <= scene['end']]
+            if not naming:
+                continue
+            masked, first = naming[0]
+            tokens, subseg = [], []
+            for r, row in enumerate(rows):
+                if r == masked:
+                    ids = [MASK, MASKAUDIO] if mode == 'text2audio' else [MASK]
+                elif mode == 'audio2text':
+                    ids = [AUDIOSPAN] * 6
+                else:
+                    ids = [t for w in row if not (r in seg_rows and w.word == answer)
+                           for t in encode(w.word)]
                 tokens += ids
-                subseg += [_subsegment((w.start + w.end) / 2, start, num_subsegments)] * len(ids)
-        else:
-            k = _subsegment((first.start + first.end) / 2, start, num_subsegments)
-            for j in range(num_subsegments):
-                row = [w for w in inside if w.word != answer
-                       and _subsegment((w.start + w.end) / 2, start, num_subsegments) == j]
-                ids = [MASK] if j == k else [i for w in row for i in tokenizer.encode(w.word)]
-                tokens += ids
-                subseg += [j] * len(ids)
-        tokens, subseg = tokens[:length], subseg[:length]
-        if MASK not in tokens:
-            continue
-        pad = length - len(tokens)
-        audio = segment['spectrogram'] if mode == 'audio' else np.zeros_like(
-            segment['spectrogram'])
-        questions.append(dict(
-            images=segment['patches'][None], audio_clips=np.asarray(audio, np.float32),
-            tokens=np.array(tokens + [PAD] * pad, np.int32),
-            subseg_idxs=np.array(subseg + [-1] * pad, np.int32),
-            answer=OPTIONS[attribute].index(answer), video=entry['id'], start_time=start))
+                subseg += [r] * len(ids)
+            if len(tokens) > length:          # cut the far end, keep the MASK
+                cut = len(tokens) - length
+                at = tokens.index(MASK)
+                head = min(cut, at)
+                tokens, subseg = tokens[head:], subseg[head:]
+                tokens, subseg = tokens[:length], subseg[:length]
+            pad = length - len(tokens)
+            audio = np.stack([segments[j]['spectrogram'] for j in group]).reshape(-1, 60, 65)
+            if mode != 'audio2text':
+                audio = np.zeros_like(audio)
+            context = [w.word for w in rows[masked]]
+            questions.append(dict(
+                images=np.stack([segments[j]['patches'] for j in group]),
+                audio_clips=np.asarray(audio, np.float32),
+                tokens=np.array(tokens + [PAD] * pad, np.int32),
+                subseg_idxs=np.array(subseg + [-1] * pad, np.int32),
+                options=[' '.join(name if w == answer else w for w in context)
+                         for name in names],
+                answer=names.index(answer), video=entry['id'], start_time=start))
     return questions
 
 
@@ -138,10 +173,9 @@ def load_val_entries(corpus_dir: str, split: str = 'val') -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def score(model: PretrainedMerlotReserve, questions: Sequence[dict], options: Sequence[str],
+def score(model: PretrainedMerlotReserve, questions: Sequence[dict],
           batch_size: int = 32) -> np.ndarray:
-    """logits [n_questions, n_options]: 100 · (joint output at MASK) · label space."""
-    labels = np.asarray(model.get_label_space(list(options)))
+    """logits [n_questions, n_options]: 100 · (joint output at MASK) · its options' labels."""
     logits = []
     for i in range(0, len(questions), batch_size):
         chunk = questions[i:i + batch_size]
@@ -149,9 +183,13 @@ def score(model: PretrainedMerlotReserve, questions: Sequence[dict], options: Se
         images, audio, tokens, subseg = (np.stack([q[key] for q in padded]) for key in (
             'images', 'audio_clips', 'tokens', 'subseg_idxs'))
         h = np.asarray(model.batch_embed_video(images, audio, tokens, subseg))
-        at_mask = np.stack([h[b][tokens[b] == MASK].mean(0) for b in range(len(chunk))])
-        logits.append(100.0 * at_mask @ labels.T)
-    return np.concatenate(logits) if logits else np.zeros((0, len(options)), np.float32)
+        n_options = len(padded[0]['options'])
+        labels = np.asarray(model.get_label_space(
+            [o for q in padded for o in q['options']])).reshape(batch_size, n_options, -1)
+        for b in range(len(chunk)):
+            at_mask = h[b][tokens[b] == MASK][0]
+            logits.append(100.0 * labels[b] @ at_mask)
+    return np.stack(logits) if logits else np.zeros((0, 0), np.float32)
 
 
 def evaluate(params: Any, model_config: ModelConfig, tokenizer, corpus_dir: str,
@@ -175,13 +213,12 @@ def evaluate(params: Any, model_config: ModelConfig, tokenizer, corpus_dir: str,
     videos = cache[key]
     results = {}
     for attribute in attributes:
+        options = OPTIONS[attribute]
         for mode in modes:
             questions = [q for video in videos for q in build_questions(
-                video, attribute, tokenizer, length, mode, config.num_audio_subsegments)]
-            options = OPTIONS[attribute]
-            logits = score(model, questions, options)
+                video, attribute, tokenizer, length, mode, config.segments_per_group)]
             answers = np.array([q['answer'] for q in questions], np.int64)
-            predicted = logits.argmax(-1) if len(questions) else answers
+            predicted = score(model, questions).argmax(-1) if questions else answers
             results[f'{attribute}/{mode}'] = dict(
                 accuracy=float(np.mean(predicted == answers)) if len(questions) else 0.0,
                 chance=1.0 / len(options), num_examples=len(questions), options=list(options),
@@ -219,7 +256,7 @@ def main(argv=None) -> dict:
     result['step'] = step
     print(json.dumps({k: v for k, v in result.items() if k != 'tasks'}))
     for name, task in result['tasks'].items():
-        print(f'{name:14s} accuracy {task["accuracy"]:.3f} (chance {task["chance"]:.3f}, '
+        print(f'{name:16s} accuracy {task["accuracy"]:.3f} (chance {task["chance"]:.3f}, '
               f'{task["num_examples"]} examples)')
     if args.out:
         with open(args.out, 'w') as f:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from configs.mreserve.pretrain import get_config
-from data_pipeline.tokenizer import AUDIOSPAN, MASK
+from data_pipeline.tokenizer import AUDIOSPAN, MASK, MASKAUDIO, load_tokenizer
 from mreserve import demo_data, demo_eval
 from mreserve.model_config import ModelConfig
 from mreserve.params import init_params
@@ -60,20 +60,34 @@ def test_zero_shot_scoring_on_a_random_tiny_model(small_demo):
     assert result['chance'] == pytest.approx(1 / len(demo_eval.OPTIONS['colour']))
     assert result['num_examples'] > 0 and 0.0 <= result['accuracy'] <= 1.0
     assert set(result['tasks']) == {f'{attribute}/{mode}' for attribute in ('colour', 'shape')
-                                    for mode in ('row', 'text', 'audio')}
-    assert result['headline'] == 'colour/row'
-    assert result['tasks']['shape/text']['chance'] == pytest.approx(1 / 4)
+                                    for mode in ('text2audio', 'audio2text')}
+    assert result['headline'] == 'colour/text2audio'
+    assert result['tasks']['shape/text2audio']['chance'] == pytest.approx(1 / 4)
     json.dumps(result)
 
     videos = next(iter(cache.values()))
-    questions = [q for v in videos for q in demo_eval.build_questions(
-        v, 'colour', None, config.lang_seq_len, 'audio')]
-    assert len(questions) == result['num_examples']
+    tokenizer = load_tokenizer(small_demo.tokenizer)
     grid = config.output_grid[0] * config.output_grid[1]
-    for q in questions:
-        assert q['images'].shape == (1, grid, 768) and q['audio_clips'].shape == (3, 60, 65)
-        assert np.sum(q['tokens'] == MASK) == 1 and np.sum(q['tokens'] == AUDIOSPAN) == 12
-        assert 0 <= q['answer'] < 8
+    groups = config.segments_per_group
+    for mode in ('text2audio', 'audio2text'):
+        questions = [q for v in videos for q in demo_eval.build_questions(
+            v, 'colour', tokenizer, config.lang_seq_len, mode, groups)]
+        assert len(questions) == result['num_examples']
+        for q in questions:
+            assert q['images'].shape == (groups, grid, 768)
+            assert q['audio_clips'].shape == (3 * groups, 60, 65)
+            assert np.sum(q['tokens'] == MASK) == 1
+            assert np.sum(q['tokens'] == MASKAUDIO) == (mode == 'text2audio')
+            if mode == 'audio2text':   # every other sub-segment row is its audio
+                assert np.sum(q['tokens'] == AUDIOSPAN) == 6 * (3 * groups - 1)
+            else:
+                assert np.abs(q['audio_clips']).max() == 0
+            # the options: the masked row's words, differing only in the colour word
+            options = [o.split() for o in q['options']]
+            assert len(options) == 8 and len({len(o) for o in options}) == 1
+            differ = [i for i in range(len(options[0])) if len({o[i] for o in options}) > 1]
+            assert [o[differ[0]] for o in options] == list(demo_eval.OPTIONS['colour'])
+            assert 0 <= q['answer'] < 8
 
 
 def test_reader_cuts_records_into_examples(small_demo):
