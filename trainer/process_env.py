@@ -52,8 +52,8 @@ def process_env(env: Mapping[str, str]) -> dict[str, str]:
 
 def reexec() -> None:
     """Re-execute this process's command line once with `process_env` (Linux only)."""
-    if os.environ.get(MARKER) or not sys.platform.startswith('linux'):
-        return
+    if os.environ.get(MARKER) or not sys.platform.startswith('linux') or 'pytest' in sys.modules:
+        return      # done, switched off, not Linux, or inside a test process
     env = process_env(os.environ)
     if all(env.get(key) == os.environ.get(key) for key in ('GLIBC_TUNABLES', 'XLA_FLAGS')):
         return
