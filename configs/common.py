@@ -88,5 +88,6 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.profile_steps = 3
     c.train.nonfinite = 'stop'      # stop | skip
     c.train.dtype = 'float32'       # compute dtype handed to the model
-    c.train.compiler_options = 'auto'   # auto | '' | 'xla_option=value,...' (trainer/compile.py)
+    c.train.compiler_options = 'auto'   # auto | fast_compile | 'xla_option=value,...'
+    # (trainer/compile.py)
     return c

@@ -106,4 +106,7 @@ def get_config(arg=None):
     c.train.dtype = 'bfloat16' if full else 'float32'
     c.train.ckpt_every = 7500 if full else 500
     c.train.log_every = 50
+    # scan_layers is the compile-time setting: with it also XLA:CPU's faster-compiling legacy
+    # fusion emitters (trainer/compile.py); without, XLA's defaults (faster steps)
+    c.train.compiler_options = 'fast_compile' if args.scan_layers else 'auto'
     return c
