@@ -112,12 +112,6 @@ def get_config(arg=None):
     c.optim.clip_norm = 1.0
     c.optim.schedule_offset = 1     # the original's LR for update n uses n + 1
 
-    # XLA's own CPU fusion emitters, not the engine's CPU default (legacy emitters, chosen for
-    # MERLOT Reserve's compile time): with the legacy ones the AdamW update of the bench tree
-    # costs 0.29 instead of 0.085 CPU-s (sqrt/divide loops) and the bench step 20-31% more
-    # (benchmarks/README.md, HERO section); the bench step compiles no slower. TPU/GPU: same
-    # as 'auto' (XLA defaults)
-    c.train.compiler_options = ''
     c.train.steps = 600 if tiny else 100000
     c.train.global_batch = 8 if tiny else 1024      # videos per optimizer step (32 x 16 x 2)
     c.train.micro_batches = 1 if tiny else 2
