@@ -34,13 +34,22 @@ def _use_demo(config) -> bool:
     return not config.data.get('train_path') and 'demo' in config and config.demo.enabled
 
 
+# `demo` keys that set the reader/sequence layout of the demo run (`data` keys of the same
+# name): the tiny variant itself stays the reference-vector configuration.
+DEMO_DATA_KEYS = ('examples_per_record', 'num_segment_groups')
+
+
 def prepare_demo(config, workdir: str):
-    """Builds/reuses the demo data and points `data.train_path` / `data.tokenizer` at it."""
+    """Builds/reuses the demo data, points `data.train_path` / `data.tokenizer` at it and
+    applies the demo's data layout (DEMO_DATA_KEYS)."""
     from mreserve import demo_data
     root = config.demo.dir or os.path.join(workdir, 'demo')
     demo = demo_data.prepare(root, **demo_data.settings_from_config(config))
     config.data.train_path = demo.records
     config.data.tokenizer = demo.tokenizer
+    for key in DEMO_DATA_KEYS:
+        if config.demo.get(key):
+            config.data[key] = int(config.demo[key])
     return demo
 
 

@@ -56,9 +56,10 @@ def test_zero_shot_scoring_on_a_random_tiny_model(small_demo):
     cache = {}
     result = demo_eval.evaluate(params, config, small_demo.tokenizer, small_demo.corpus,
                                 cache=cache)
-    assert {'accuracy', 'chance', 'num_examples', 'tasks'} <= set(result)
+    assert {'accuracy', 'accuracy_raw', 'chance', 'num_examples', 'tasks'} <= set(result)
     assert result['chance'] == pytest.approx(1 / len(demo_eval.OPTIONS['colour']))
     assert result['num_examples'] > 0 and 0.0 <= result['accuracy'] <= 1.0
+    assert 0.0 <= result['accuracy_raw'] <= 1.0
     assert set(result['tasks']) == {f'{attribute}/{mode}' for attribute in ('colour', 'shape')
                                     for mode in ('text2audio', 'audio2text')}
     assert result['headline'] == 'colour/text2audio'
