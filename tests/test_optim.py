@@ -8,13 +8,7 @@ import pytest
 
 from configs import common
 from trainer.errors import ConfigError
-from trainer.optim import (
-    adamw_chain,
-    clip_by_global_norm,
-    fused_adamw,
-    make_optimizer,
-    make_schedule,
-)
+from trainer.optim import clip_by_global_norm, make_optimizer, make_schedule
 
 
 def _optim(**kw):
@@ -98,57 +92,3 @@ def test_schedule_offset_uses_the_incremented_step():
     schedule = make_schedule(_optim(lr=3e-5, warmup_steps=10000, decay='linear',
                                     schedule_offset=1), 100000)
     assert float(schedule(0)) == pytest.approx(3e-9, rel=1e-3)
-
-
-def _random_tree(rng):
-    """Matrices (decayed), a vector and a scalar (not decayed), a large and a small matrix."""
-    shapes = {'embed': (37, 8), 'dense': {'kernel': (8, 16), 'bias': (16,)}, 'scale': (),
-              'tiny': (2, 2)}
-    return jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s), jnp.float32), shapes,
-                        is_leaf=lambda x: isinstance(x, tuple))
-
-
-@pytest.mark.parametrize('bias_correction', [True, False])
-@pytest.mark.parametrize('mu_dtype', ['float32', 'bfloat16'])
-@pytest.mark.parametrize('clip_norm', [0.0, 1.0])
-@pytest.mark.parametrize('decay', ['none', 'zero', 'init'])
-def test_fused_adamw_matches_the_optax_chain(bias_correction, mu_dtype, clip_norm, decay):
-    """Same state tree (types, leaves, dtypes) and, over several steps, the same updates and
-    moments as the chain of optax transformations, for every option the config allows."""
-    cfg = _optim(lr=0.05, b1=0.9, b2=0.98, eps=1e-6, warmup_steps=2, decay='linear',
-                 final_lr_frac=0.1, schedule_offset=1, bias_correction=bias_correction,
-                 mu_dtype=mu_dtype, clip_norm=clip_norm,
-                 weight_decay=0.0 if decay == 'none' else 0.1)
-    if decay == 'init':
-        cfg.decay_to_init = True
-        cfg.decay_min_size = 4          # 'tiny' (4 entries) is not decayed
-    schedule = make_schedule(cfg, 6)
-    fused, chain = fused_adamw(cfg, schedule), adamw_chain(cfg, schedule)
-    rng = np.random.default_rng(1)
-    params = _random_tree(rng)
-    fused_state, chain_state = fused.init(params), chain.init(params)
-    assert jax.tree.structure(fused_state) == jax.tree.structure(chain_state)
-    fused_params, chain_params = params, params
-    fused_update, chain_update = jax.jit(fused.update), jax.jit(chain.update)
-    for _ in range(5):
-        grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32) * 3,
-                             params)
-        u_f, fused_state = fused_update(grads, fused_state, fused_params)
-        u_c, chain_state = chain_update(grads, chain_state, chain_params)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9),
-                     u_f, u_c)
-        assert jax.tree.structure(fused_state) == jax.tree.structure(chain_state)
-        for a, b in zip(jax.tree.leaves(fused_state), jax.tree.leaves(chain_state)):
-            assert a.dtype == b.dtype and a.shape == b.shape
-            np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
-                                       rtol=1e-6, atol=1e-9)
-        fused_params = optax.apply_updates(fused_params, u_f)
-        chain_params = optax.apply_updates(chain_params, u_c)
-
-
-def test_make_optimizer_is_the_fused_update_on_the_chain_state():
-    cfg = _optim(weight_decay=0.01, clip_norm=1.0)
-    tx, schedule = make_optimizer(cfg, 10)
-    params = {'w': jnp.ones((3, 3)), 'b': jnp.ones((3,))}
-    assert (jax.tree.structure(tx.init(params))
-            == jax.tree.structure(adamw_chain(cfg, schedule).init(params)))

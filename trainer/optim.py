@@ -109,20 +109,12 @@ def add_decay_toward_init(weight_decay: float, min_size: int = 0,
     return optax.GradientTransformation(init, update)
 
 
-def _mu_dtype(optim_cfg):
+def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransformation,
+                                                         optax.Schedule]:
     mu_dtype = {'float32': None, 'bfloat16': jnp.bfloat16}.get(optim_cfg.mu_dtype, 'bad')
     if mu_dtype == 'bad':
         raise ConfigError('optim.mu_dtype', f'{optim_cfg.mu_dtype!r} is not float32 or bfloat16')
-    return mu_dtype
-
-
-def adamw_chain(optim_cfg, schedule: optax.Schedule) -> optax.GradientTransformation:
-    """The optimizer as a chain of optax transformations: clip, Adam, decay, learning rate.
-
-    It defines the optimizer state (its `init` is the one `fused_adamw` uses, so checkpoints
-    of either restore into the other) and is the reference the fused update is tested against.
-    """
-    mu_dtype = _mu_dtype(optim_cfg)
+    schedule = make_schedule(optim_cfg, total_steps)
     parts = []
     if optim_cfg.clip_norm > 0:
         parts.append(clip_by_global_norm(float(optim_cfg.clip_norm)))
@@ -138,82 +130,4 @@ def adamw_chain(optim_cfg, schedule: optax.Schedule) -> optax.GradientTransforma
     elif optim_cfg.weight_decay > 0:
         parts.append(optax.add_decayed_weights(float(optim_cfg.weight_decay), mask=decay_mask))
     parts.append(optax.scale_by_learning_rate(schedule))
-    return optax.chain(*parts)
-
-
-def fused_adamw(optim_cfg, schedule: optax.Schedule) -> optax.GradientTransformation:
-    """`adamw_chain` with the same state tree, but the whole update of a leaf (clip factor,
-    both moments, bias correction, decay, learning rate) written as one expression.
-
-    The chain's transformations each map over the tree and hand the next one a full-size
-    intermediate; XLA:CPU then streams the parameter-sized arrays several times per step
-    (see benchmarks/README.md, HERO section). Here every leaf reads g, p, mu, nu (and the
-    decay anchor) once and writes the update and both moments. The arithmetic is the chain's,
-    operation for operation, so results agree to float rounding (tests/test_optim.py).
-    """
-    chain = adamw_chain(optim_cfg, schedule)
-    mu_dtype = _mu_dtype(optim_cfg)
-    b1, b2, eps = optim_cfg.b1, optim_cfg.b2, optim_cfg.eps
-    clip = optim_cfg.clip_norm > 0
-    bias_correction = bool(optim_cfg.bias_correction)
-    weight_decay = float(optim_cfg.weight_decay)
-    to_init = weight_decay > 0 and optim_cfg.get('decay_to_init', False)
-    min_size = int(optim_cfg.get('decay_min_size', 0)) if to_init else 0
-
-    def update(updates, state, params=None):
-        if weight_decay > 0 and params is None:
-            raise ValueError('weight decay needs the parameters')
-        state = list(state)
-        adam_index = 1 if clip else 0
-        adam, lr_state = state[adam_index], state[-1]
-        scale = None
-        if clip:
-            scale = jnp.minimum(1.0, optim_cfg.clip_norm / optax.global_norm(updates))
-        if bias_correction:
-            count = optax.safe_increment(adam.count)
-            correct1, correct2 = 1 - b1 ** count, 1 - b2 ** count
-        step_size = -1 * schedule(lr_state.count)
-        anchors = state[adam_index + 1].anchor if to_init else None
-        mask = (decay_mask(params, min_size) if weight_decay > 0
-                else jax.tree.map(lambda _: False, updates))
-
-        def leaf(g, m, v, p, decay, anchor):
-            if scale is not None:
-                g = g * scale.astype(g.dtype)
-            if bias_correction:          # optax.scale_by_adam
-                mu = (1 - b1) * g + b1 * m
-                nu = (1 - b2) * g ** 2 + b2 * v
-                u = (mu / correct1.astype(mu.dtype)) / (
-                    jnp.sqrt(nu / correct2.astype(nu.dtype)) + eps)
-            else:                        # scale_by_adam_no_bias_correction
-                mu = b1 * m.astype(g.dtype) + (1 - b1) * g
-                nu = b2 * v + (1 - b2) * jnp.square(g)
-                u = mu / (jnp.sqrt(nu) + eps)
-            if decay and anchor is not None:
-                u = u + weight_decay * (p - anchor.astype(p.dtype))
-            elif decay:
-                u = u + weight_decay * p
-            u = jnp.array(step_size, dtype=u.dtype) * u
-            return u, (mu.astype(mu_dtype) if mu_dtype else mu), nu.astype(v.dtype)
-
-        treedef = jax.tree.structure(updates)
-        leaves = treedef.flatten_up_to
-        absent = [None] * treedef.num_leaves
-        flat = [leaf(*args) for args in zip(
-            leaves(updates), leaves(adam.mu), leaves(adam.nu),
-            absent if params is None else leaves(params), leaves(mask),
-            absent if anchors is None else leaves(anchors))]
-        new_updates, mus, nus = (treedef.unflatten(x) for x in (list(zip(*flat)) or [()] * 3))
-        state[adam_index] = (adam._replace(count=count, mu=mus, nu=nus) if bias_correction
-                             else adam._replace(mu=mus, nu=nus))
-        state[-1] = lr_state._replace(count=optax.safe_increment(lr_state.count))
-        return new_updates, tuple(state)
-
-    return optax.GradientTransformation(chain.init, update)
-
-
-def make_optimizer(optim_cfg, total_steps: int) -> tuple[optax.GradientTransformation,
-                                                         optax.Schedule]:
-    """The config's AdamW (`fused_adamw`, state tree of `adamw_chain`) and its LR schedule."""
-    schedule = make_schedule(optim_cfg, total_steps)
-    return fused_adamw(optim_cfg, schedule), schedule
+    return optax.chain(*parts), schedule
