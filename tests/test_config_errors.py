@@ -1,6 +1,4 @@
-"""Config mistakes exit with status 2 and name the key, quickly and before any compute."""
-import time
-
+"""Config mistakes exit with status 2 and name the key, before any compute."""
 import pytest
 from engine_utils import run_module
 
@@ -22,10 +20,8 @@ CASES = {
 @pytest.mark.parametrize('case', CASES)
 def test_config_error_exits_2(tmp_path, case):
     extra, key = CASES[case]
-    start = time.perf_counter()
     proc = run_module('trainer.examples.lm', BASE + [str(tmp_path)] + extra, check=False)
-    elapsed = time.perf_counter() - start
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert key in proc.stderr, proc.stderr[-2000:]
-    assert elapsed < 10
+    assert 'train step compiled' not in proc.stdout + proc.stderr     # before any compute
     assert not (tmp_path / 'checkpoints').exists()
