@@ -33,14 +33,6 @@ Scoring goes through the zero-shot API (`mreserve/zero_shot.py`): the joint outp
 from `batch_embed_video` against `get_label_space` of the question's options, `logits = 100
 h @ labels.T` as the original zero-shot scripts do. Accuracy is the top-1 rate.
 
-Calibration. The options differ in one word, and a small model's span embeddings of the
-options are not equally close to its typical MASK output: raw argmax then favours one or
-two colours whatever the video (the tiny demo model at 1000 steps: 88 questions, 2-3
-colours predicted). `accuracy` (the headline of each task) therefore takes the argmax of
-the logits minus each option's mean logit over the task's questions (the option prior,
-estimated from the unlabelled questions themselves, as in contextual calibration / PMI
-scoring of zero-shot multiple choice); `accuracy_raw` is the plain argmax. Neither uses the
-answers. An untrained model stays at chance either way.
 """
 from __future__ import annotations
 
@@ -228,17 +220,13 @@ def evaluate(params: Any, model_config: ModelConfig, tokenizer, corpus_dir: str,
                 video, attribute, tokenizer, length, mode, config.segments_per_group)]
             answers = np.array([q['answer'] for q in questions], np.int64)
             logits = score(model, questions) if questions else np.zeros((0, len(options)))
-            raw = logits.argmax(-1)
-            predicted = (logits - logits.mean(0, keepdims=True)).argmax(-1)   # calibrated
+            predicted = logits.argmax(-1)
             results[f'{attribute}/{mode}'] = dict(
                 accuracy=float(np.mean(predicted == answers)) if len(questions) else 0.0,
-                accuracy_raw=float(np.mean(raw == answers)) if len(questions) else 0.0,
                 chance=1.0 / len(options), num_examples=len(questions), options=list(options),
-                predicted_counts=np.bincount(predicted, minlength=len(options)).tolist(),
-                predicted_counts_raw=np.bincount(raw, minlength=len(options)).tolist())
+                predicted_counts=np.bincount(predicted, minlength=len(options)).tolist())
     head = results[f'{attributes[0]}/{modes[0]}']
-    return dict(accuracy=head['accuracy'], accuracy_raw=head['accuracy_raw'],
-                chance=head['chance'],
+    return dict(accuracy=head['accuracy'], chance=head['chance'],
                 num_examples=head['num_examples'], headline=f'{attributes[0]}/{modes[0]}',
                 split=split, tasks=results, seconds=round(time.time() - t0, 1))
 
@@ -270,8 +258,8 @@ def main(argv=None) -> dict:
     result['step'] = step
     print(json.dumps({k: v for k, v in result.items() if k != 'tasks'}))
     for name, task in result['tasks'].items():
-        print(f'{name:16s} accuracy {task["accuracy"]:.3f} (raw {task["accuracy_raw"]:.3f}, '
-              f'chance {task["chance"]:.3f}, {task["num_examples"]} examples)')
+        print(f'{name:16s} accuracy {task["accuracy"]:.3f} (chance {task["chance"]:.3f}, '
+              f'{task["num_examples"]} examples)')
     if args.out:
         with open(args.out, 'w') as f:
             json.dump(result, f, indent=2)

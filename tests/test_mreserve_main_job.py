@@ -56,10 +56,9 @@ def test_zero_shot_scoring_on_a_random_tiny_model(small_demo):
     cache = {}
     result = demo_eval.evaluate(params, config, small_demo.tokenizer, small_demo.corpus,
                                 cache=cache)
-    assert {'accuracy', 'accuracy_raw', 'chance', 'num_examples', 'tasks'} <= set(result)
+    assert {'accuracy', 'chance', 'num_examples', 'tasks'} <= set(result)
     assert result['chance'] == pytest.approx(1 / len(demo_eval.OPTIONS['colour']))
     assert result['num_examples'] > 0 and 0.0 <= result['accuracy'] <= 1.0
-    assert 0.0 <= result['accuracy_raw'] <= 1.0
     assert set(result['tasks']) == {f'{attribute}/{mode}' for attribute in ('colour', 'shape')
                                     for mode in ('text2audio', 'audio2text')}
     assert result['headline'] == 'colour/text2audio'
@@ -145,8 +144,6 @@ def test_main_job_runs_end_to_end(main_job_runs):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason='not reached yet: colour/row accuracy 0.18-0.25 '
-                   '(chance 0.125) after 1500-2000 steps; see configs/mreserve/pretrain.py')
 def test_main_job_zero_shot_at_least_twice_chance(main_job_runs):
     _, _, trained = main_job_runs
     assert trained['accuracy'] >= 2 * trained['chance'], trained
