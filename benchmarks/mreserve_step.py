@@ -13,13 +13,16 @@ Configurations:
 Every measurement runs in a fresh single-device CPU process (no fake devices), so compile
 caches and peak memory (`peak_memory_bytes`, the process's peak RSS) are per configuration.
 Step measurements time the float32 2048x2048 matmul (benchmarks/matmul_peak.py's peak) in
-the same process right before and after every timed step; `mfu` is the median over steps of
+the same process right before and after every timed unit; `mfu` is the median over units of
 model FLOPs / step time / the mean of those two peaks, which follows the load of a shared
-machine. Each configuration is repeated
-`--repeats` times and the median of every figure is reported (with the min and max of the
-step time and peak, since a shared machine makes them noisy). `flops_per_example` is the
-analytic count (mreserve/flops.py); `flops_per_example_xla` is XLA's cost analysis of the
-compiled step (it also counts non-matmul work, and remat recomputation when enabled).
+machine. A timed unit is one step for `bench` and 10 back-to-back steps for `tiny` (as the
+training loop runs them; one ~50 ms tiny step between two ~45 ms matmul probes measures the
+probe's aftermath, not the step: single steps vary 0.039-0.116 s, see benchmarks/README.md).
+Each configuration is repeated `--repeats` times and the median of every figure is reported
+(with the min and max of the step time and peak, since a shared machine makes them noisy).
+`flops_per_example` is the analytic count (mreserve/flops.py); `flops_per_example_xla` is
+XLA's cost analysis of the compiled step (it also counts non-matmul work, and remat
+recomputation when enabled).
 The last line of output is one JSON object: {configuration name: figures}.
 """
 from __future__ import annotations
@@ -33,6 +36,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 STEP_CONFIGS = ('tiny', 'bench')
+STEPS_PER_UNIT = {'tiny': 10}   # back-to-back steps per timed unit (see above)
 COMPILE_CONFIGS = tuple(f'compile_{v}_{s}' for v in ('base', 'large')
                         for s in ('scan', 'noscan'))
 
@@ -68,7 +72,8 @@ def run_one(name: str, iters: int) -> dict:
         return compile_step(config, task, devices)
     from benchmarks.common import matmul_peak_fn
     return measure_step(config, task, iters=iters, devices=devices,
-                        warmup=1 if name == 'bench' else 2, peak_fn=matmul_peak_fn())
+                        warmup=1 if name == 'bench' else 2, peak_fn=matmul_peak_fn(),
+                        block=STEPS_PER_UNIT.get(name, 1))
 
 
 def summarise(runs: list[dict]) -> dict:

@@ -71,11 +71,13 @@ def compile_step(config, task, devices=None) -> dict:
 
 
 def measure_step(config, task, peak_flops_per_s: float | None = None, iters: int = 5,
-                 devices=None, warmup: int = 2, peak_fn=None) -> dict:
+                 devices=None, warmup: int = 2, peak_fn=None, block: int = 1) -> dict:
     """Compile and time one optimizer step of `task` under `config` (no checkpoints, no I/O).
 
-    `peak_fn() -> FLOP/s`, when given, re-measures the matmul peak around every timed step
-    (see above); otherwise `mfu` is against `peak_flops_per_s`.
+    `peak_fn() -> FLOP/s`, when given, re-measures the matmul peak around every timed unit
+    (see above); otherwise `mfu` is against `peak_flops_per_s`. A timed unit is `block`
+    steps run back to back, as the training loop runs them (dispatch of the next step
+    overlaps the current one); the step time is the unit's time / `block`.
     """
     from trainer.state import create_state
 
@@ -97,7 +99,8 @@ def measure_step(config, task, peak_flops_per_s: float | None = None, iters: int
     holder = {'state': state}
 
     def run():
-        holder['state'], metrics = compiled(holder['state'], batch, rng)
+        for _ in range(block):
+            holder['state'], metrics = compiled(holder['state'], batch, rng)
         return metrics
 
     examples = config.train.global_batch
@@ -107,15 +110,15 @@ def measure_step(config, task, peak_flops_per_s: float | None = None, iters: int
     mfus = []
     with jax.set_mesh(mesh):
         if peak_fn is None:
-            step_s = time_fn(run, warmup=warmup, iters=iters)
+            step_s = time_fn(run, warmup=warmup, iters=iters) / block
         else:
             # On a shared machine: the peak is re-measured right before and after every timed
-            # step, and the MFU is the median of the per-step ratios.
+            # unit, and the MFU is the median of the per-unit ratios.
             time_fn(run, warmup=0, iters=warmup)
             times, peaks = [], []
             for _ in range(iters):
                 before = peak_fn()
-                times.append(time_fn(run, warmup=0, iters=1))
+                times.append(time_fn(run, warmup=0, iters=1) / block)
                 peaks.append((before + peak_fn()) / 2)
                 mfus.append(model_flops / times[-1] / peaks[-1])
             step_s = statistics.median(times)
@@ -133,6 +136,7 @@ def measure_step(config, task, peak_flops_per_s: float | None = None, iters: int
         'xla_argument_bytes': getattr(memory, 'argument_size_in_bytes', None),
         'global_batch': examples,
         'devices': mesh.devices.size,
+        'steps_per_timed_unit': block,
     }
     if peak_flops_per_s:
         result['matmul_peak_flops_per_s'] = peak_flops_per_s
