@@ -74,15 +74,17 @@ def prepare(root: str, num_videos: int = 160, seed: int = 0, val_fraction: float
             workers: int | None = None) -> DemoData:
     """Builds (or reuses) the demo corpus, tokenizer and train shards under `root`
     (scene_seconds, name_once: data_pipeline/demo_corpus.py)."""
+    from data_pipeline import demo_corpus
     settings = dict(num_videos=num_videos, seed=seed, val_fraction=val_fraction,
                     vocab_size=vocab_size, num_shards=num_shards,
                     min_seconds=float(min_seconds), max_seconds=float(max_seconds),
-                    scene_seconds=float(scene_seconds), name_once=bool(name_once))
+                    scene_seconds=float(scene_seconds), name_once=bool(name_once),
+                    corpus_version=demo_corpus.VERSION)
     cached = load_cached(root, settings)
     if cached is not None:
         log.info('demo data: reusing %s', root)
         return cached
-    from data_pipeline import demo_corpus, mreserve_records
+    from data_pipeline import mreserve_records
     from data_pipeline.tokenizer import train_sentencepiece
 
     paths = _paths(root)

@@ -15,9 +15,11 @@ evaluation asks the model exactly what training taught it, on videos it never sa
   (`mreserve_masking.assign_rows`, nearest window centre, monotone), each word with its own
   BPE pieces, as the record writer stores them.
 - A question is a segment whose transcript names the colour (or shape) of the scene its
-  frame shows, inside that scene. Its masked row is the sub-segment holding that naming.
-  Other namings of the answer in the same segment are dropped from the context (with the
-  `name_once` corpus there are none), so the answer cannot be copied from the words.
+  frame shows, inside that scene (the `name_once` corpus never names shapes, so it has
+  colour questions only; an attribute without questions gets no task entry). Its masked
+  row is the sub-segment holding that naming. Other namings of the answer in the same
+  segment are dropped from the context (with the `name_once` corpus there are none), so
+  the answer cannot be copied from the words.
 - The options are the masked row's own words with the answer replaced by each colour (or
   shape): they differ only in that word, chance is 1 / number of options, and they are the
   kind of span text the span encoder embeds in training (a whole sub-segment transcript,
@@ -218,14 +220,16 @@ def evaluate(params: Any, model_config: ModelConfig, tokenizer, corpus_dir: str,
         for mode in modes:
             questions = [q for video in videos for q in build_questions(
                 video, attribute, tokenizer, length, mode, config.segments_per_group)]
+            if not questions:      # e.g. shape with the name_once corpus: never named
+                continue
             answers = np.array([q['answer'] for q in questions], np.int64)
-            logits = score(model, questions) if questions else np.zeros((0, len(options)))
-            predicted = logits.argmax(-1)
+            predicted = score(model, questions).argmax(-1)
             results[f'{attribute}/{mode}'] = dict(
-                accuracy=float(np.mean(predicted == answers)) if len(questions) else 0.0,
+                accuracy=float(np.mean(predicted == answers)),
                 chance=1.0 / len(options), num_examples=len(questions), options=list(options),
                 predicted_counts=np.bincount(predicted, minlength=len(options)).tolist())
-    head = results[f'{attributes[0]}/{modes[0]}']
+    none = dict(accuracy=0.0, num_examples=0, chance=1 / len(OPTIONS[attributes[0]]))
+    head = results.get(f'{attributes[0]}/{modes[0]}', none)
     return dict(accuracy=head['accuracy'], chance=head['chance'],
                 num_examples=head['num_examples'], headline=f'{attributes[0]}/{modes[0]}',
                 split=split, tasks=results, seconds=round(time.time() - t0, 1))

@@ -59,10 +59,9 @@ def test_zero_shot_scoring_on_a_random_tiny_model(small_demo):
     assert {'accuracy', 'chance', 'num_examples', 'tasks'} <= set(result)
     assert result['chance'] == pytest.approx(1 / len(demo_eval.OPTIONS['colour']))
     assert result['num_examples'] > 0 and 0.0 <= result['accuracy'] <= 1.0
-    assert set(result['tasks']) == {f'{attribute}/{mode}' for attribute in ('colour', 'shape')
-                                    for mode in ('text2audio', 'audio2text')}
+    # the name_once corpus never names the shape: no shape questions, no shape tasks
+    assert set(result['tasks']) == {'colour/text2audio', 'colour/audio2text'}
     assert result['headline'] == 'colour/text2audio'
-    assert result['tasks']['shape/text2audio']['chance'] == pytest.approx(1 / 4)
     json.dumps(result)
 
     videos = next(iter(cache.values()))
@@ -145,9 +144,9 @@ def test_main_job_runs_end_to_end(main_job_runs):
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=False, reason=(
-    'issue 4 open: not reliable across seeds. Default job (eps 1e-12, warmup 1000), '
-    'colour/text2audio, chance 0.125: seed 0 0.727, seed 1 0.114, seed 2 0.182; the frame '
-    "and audio losses learn in all three, the masked span's colour only in some runs"))
+    'issue 4: to be made strict once seen to hold in CI. Default job, colour/text2audio, '
+    'chance 0.125: colour-only naming sentences (demo corpus version 2) seeds 1 / 2: 0.693 / '
+    '0.830; before them 0.727 / 0.114 / 0.182 for seeds 0 / 1 / 2'))
 def test_main_job_zero_shot_at_least_twice_chance(main_job_runs):
     _, _, trained = main_job_runs
     assert trained['accuracy'] >= 2 * trained['chance'], trained

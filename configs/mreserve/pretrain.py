@@ -38,7 +38,7 @@ _DEMO = dict(
     dir='',             # cache folder; '' = WORKDIR/demo
     num_videos=160, seed=0, val_fraction=0.1, min_seconds=20.0, max_seconds=40.0,
     scene_seconds=5.0,  # one scene per record chunk (0: random 4-7 s scenes)
-    name_once=True,     # colour/shape named in one sentence per scene only (no copying)
+    name_once=True,     # colour named in one short sentence per scene, shape never
     # The demo run's reader/sequence layout (mreserve/train.py applies these to `data`; the
     # tiny variant itself stays the reference-vector config): every 16-chunk record gives 4
     # examples, and each text2audio/audio2text sequence holds one segment and its frame.
@@ -97,10 +97,12 @@ def get_config(arg=None):
     #   gradients are below eps 1e-6 and Adam damps them; eps 1e-12 does not.
     # With both, the frame and audio losses left ln N in 3 of 3 seeds (by step 600-1500);
     # with the spec's settings seed 0 stayed there for all 2000 steps. Zero-shot
-    # colour/text2audio (mreserve/demo_eval.py, 88 held-out questions, chance 0.125) is still
-    # not reliable: seed 0 0.727 (spec settings 0.148; eps 1e-12 alone 0.102; warmup 1000
-    # alone 0.170), seed 1 0.114 (spec settings 0.227), seed 2 0.182. The masked span's
-    # colour is a small part of the span loss and is learned in some runs only.
+    # colour/text2audio (mreserve/demo_eval.py, 88 held-out questions, chance 0.125) with
+    # naming sentences "now we see a big red circle": seed 0 0.727 (spec settings 0.148; eps
+    # 1e-12 alone 0.102; warmup 1000 alone 0.170), seed 1 0.114, seed 2 0.182; the failing
+    # runs' span encoders ignored the colour word (colour-swapped spans at cosine 0.999).
+    # With the colour-only naming sentences of demo corpus version 2: seed 1 0.693, seed 2
+    # 0.830 (untrained 0.102).
     c.optim.eps = 1e-6 if full else 1e-12
     c.optim.weight_decay = 0.1
     c.optim.warmup_steps = 3750 if full else 1000
