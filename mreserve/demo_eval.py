@@ -192,7 +192,7 @@ def score(model: PretrainedMerlotReserve, questions: Sequence[dict],
         for b in range(len(chunk)):
             at_mask = h[b][tokens[b] == MASK][0]
             logits.append(100.0 * labels[b] @ at_mask)
-    return np.stack(logits) if logits else np.zeros((0, 0), np.float32)
+    return np.stack(logits)
 
 
 def evaluate(params: Any, model_config: ModelConfig, tokenizer, corpus_dir: str,
