@@ -21,8 +21,6 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
-from mreserve.matmul import target_platform
-
 ATTENTION_BIAS = -1e10
 # Score bytes per loop iteration (at least two (sequence, head) rows): measured best on the
 # development VM (2 MB L2 per core, 32 MB L3) for both the 241-token vision and the 640-token
@@ -39,7 +37,8 @@ def attention(q, k, v, mask, schedule: str = 'auto'):
     """
     mesh = jax.sharding.get_abstract_mesh()
     if schedule == 'auto':
-        schedule = 'blocked' if target_platform() == 'cpu' else 'xla'
+        platform = jax.default_backend() if mesh.empty else mesh.abstract_device.platform
+        schedule = 'blocked' if platform == 'cpu' else 'xla'
     if schedule == 'xla':
         return _all_at_once(q, k, v, mask)
     if schedule != 'blocked':

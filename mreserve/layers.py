@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mreserve import matmul
 from mreserve.attention import attention
 
 Dtype = Any
@@ -144,7 +143,8 @@ class Projection(nn.Module):
             bias = self.param('bias', named(ZEROS, *self.kernel_axes[self.n_in:]),
                               tuple(self.features), self.param_dtype)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        y = matmul.dense(x, kernel, self.n_in)
+        contract = (tuple(range(x.ndim - self.n_in, x.ndim)), tuple(range(self.n_in)))
+        y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
         return y if bias is None else y + bias
 
 
@@ -185,13 +185,11 @@ class MlpLayer(nn.Module):
     def __call__(self, x):
         h = nn.Dense(4 * self.hidden_size, dtype=self.dtype, param_dtype=self.param_dtype,
                      kernel_init=named(kernel_init, 'embed', 'mlp'),
-                     bias_init=named(ZEROS, 'mlp'), dot_general=matmul.dot_general,
-                     name='intermediate')(x)
+                     bias_init=named(ZEROS, 'mlp'), name='intermediate')(x)
         h = constrain(quick_gelu(h), 'act_batch', 'act_len', 'act_mlp')
         return nn.Dense(self.hidden_size, use_bias=False, dtype=self.dtype,
                         param_dtype=self.param_dtype,
-                        kernel_init=named(kernel_init, 'mlp', 'embed'),
-                        dot_general=matmul.dot_general, name='out')(h)
+                        kernel_init=named(kernel_init, 'mlp', 'embed'), name='out')(h)
 
 
 class TransformerLayer(nn.Module):
@@ -282,8 +280,7 @@ class TransformerEncoder(nn.Module):
             return {'seq': x}
         cls_out = nn.Dense(self.hidden_size, name='cls_proj',
                            kernel_init=named(kernel_init, 'embed', 'mlp'),
-                           bias_init=named(ZEROS, 'mlp'), dot_general=matmul.dot_general,
-                           **kw)(x[:, 0])
+                           bias_init=named(ZEROS, 'mlp'), **kw)(x[:, 0])
         return {'seq': x[:, 1:], 'cls': cls_out}
 
 
